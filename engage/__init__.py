@@ -1,0 +1,1 @@
+"""engage: exact, self-hosted user-engagement analytics (core library shared by pipeline and API)."""
