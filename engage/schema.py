@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
     size_bytes BIGINT NOT NULL,
     rows_loaded BIGINT NOT NULL,
     rows_quarantined BIGINT NOT NULL,
-    loaded_at TIMESTAMP NOT NULL
+    loaded_at TIMESTAMP NOT NULL,
+    error VARCHAR  -- set when the file could not be read whole: then none of its rows are loaded
 );
 """

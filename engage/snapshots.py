@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from engage.db import one
+
 from engage.settings import Settings
 
 # The marts a snapshot holds (dbt models in the `marts` schema), the tables the API queries.
@@ -91,10 +93,10 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             warehouse.execute(
                 f"CREATE TABLE snap.{mart} AS SELECT * FROM {MARTS_SCHEMA}.{mart} ORDER BY period_start"
             )
-            rows[mart] = warehouse.execute(f"SELECT count(*) FROM snap.{mart}").fetchone()[0]
-        watermark, raw_events = warehouse.execute(
+            rows[mart] = one(warehouse, f"SELECT count(*) FROM snap.{mart}")[0]
+        watermark, raw_events = one(warehouse, 
             "SELECT max(timestamp), count(*) FROM raw.user_events"
-        ).fetchone()
+        )
         warehouse.execute(
             f"CREATE TABLE snap.{INFO_TABLE} AS SELECT ?::VARCHAR AS snapshot_id, ?::TIMESTAMP AS watermark, "
             "now()::TIMESTAMP AS published_at, ?::BIGINT AS raw_event_count",

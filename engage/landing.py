@@ -1,0 +1,261 @@
+"""The landing folder: which files are ready, which are new, and how each format is read.
+
+Files still being written (names starting with ``.`` or ending in ``.tmp``/``.part``) and files of
+other types are ignored. The landing index (``state/landing_index.json``) remembers the files
+already processed by (size, mtime), so the sensor can tell new files apart without opening the
+warehouse (which the pipeline may be writing) and the loader hashes each file only once.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from engage.schema import MAX_LINE_BYTES
+from engage.settings import Settings
+from engage.validate import Dialect, LineBatch, split_lines
+
+TEXT_SUFFIXES = {".ndjson": Dialect.JSON, ".jsonl": Dialect.JSON, ".json": Dialect.JSON, ".csv": Dialect.CSV}
+IN_PROGRESS_SUFFIXES = (".tmp", ".part")
+CHUNK_BYTES = 8 * 1024 * 1024
+CSV_BATCH_ROWS = 50_000
+PARQUET_BATCH_ROWS = 65_536
+INDEX_FILE = "landing_index.json"
+
+
+class UnreadableFile(Exception):
+    """The file's bytes cannot be read as its format (truncated gzip, corrupt Parquet…)."""
+
+    def __init__(self, message: str, lines_read: int):
+        super().__init__(message)
+        self.lines_read = lines_read
+
+
+def file_format(path: Path) -> tuple[str, bool] | None:
+    """(format, gzipped) of a landing file, or None when the file is not one to load."""
+    name = path.name
+    if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES):
+        return None
+    gz = name.endswith(".gz")
+    suffix = Path(name[:-3]).suffix if gz else path.suffix
+    suffix = suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return suffix, gz
+    if suffix == ".parquet" and not gz:
+        return suffix, False
+    return None
+
+
+def ready_files(landing: Path) -> list[Path]:
+    """Every loadable file under the landing folder (subfolders included), oldest first."""
+    found = []
+    for root, dirs, files in os.walk(landing):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(root) / name
+            if file_format(path) is not None:
+                try:
+                    found.append((path.stat().st_mtime_ns, str(path), path))
+                except FileNotFoundError:
+                    continue  # renamed or removed while we looked
+    return [p for _, _, p in sorted(found)]
+
+
+def file_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+class LandingIndex:
+    """Files already processed (loaded, or found to be copies of loaded content)."""
+
+    def __init__(self, settings: Settings):
+        self.path = settings.state_dir / INDEX_FILE
+        self.landing = settings.landing
+        try:
+            self.entries: dict[str, list] = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            self.entries = {}
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.landing))
+
+    def is_processed(self, path: Path) -> bool:
+        entry = self.entries.get(self.relative(path))
+        try:
+            return entry is not None and entry[:2] == file_key(path)
+        except FileNotFoundError:
+            return True
+
+    def pending(self) -> list[Path]:
+        return [p for p in ready_files(self.landing) if not self.is_processed(p)]
+
+    def mark(self, path: Path, sha256: str) -> None:
+        self.entries[self.relative(path)] = [*file_key(path), sha256]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries))
+        os.replace(tmp, self.path)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_binary(path: Path, gz: bool):
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+class _LineBlocks:
+    """Stream a binary file as blocks of whole lines; memory stays bounded even for one huge line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.pushed_back = b""  # bytes read past the end of a skipped over-long line
+
+    def read(self) -> bytes:
+        if self.pushed_back:
+            data, self.pushed_back = self.pushed_back, b""
+            return data
+        return self.stream.read(CHUNK_BYTES)
+
+    def skip_rest_of_line(self) -> tuple[int, bool]:
+        """Consume the rest of an over-long line: (bytes skipped, whether a newline ended it)."""
+        skipped = 0
+        while block := self.read():
+            cut = block.find(b"\n")
+            if cut >= 0:
+                self.pushed_back = block[cut + 1 :]
+                return skipped + cut, True
+            skipped += len(block)
+        return skipped, False
+
+    def batches(self, line_no: int = 1) -> Iterator[LineBatch]:
+        carry = b""
+        while block := self.read():
+            data = carry + block
+            cut = data.rfind(b"\n")
+            if cut >= 0:
+                batch, consumed = split_lines(data[: cut + 1], line_no)
+                line_no += consumed
+                carry = data[cut + 1 :]
+                yield batch
+            elif len(data) <= CHUNK_BYTES + MAX_LINE_BYTES:
+                carry = data
+            else:
+                # A line longer than any valid row: quarantine its start, skip to its end.
+                rest, ended = self.skip_rest_of_line()
+                size = len(data) + rest
+                head = data[:MAX_LINE_BYTES].decode("utf-8", "backslashreplace")
+                batch = LineBatch()
+                batch.rejected.append(
+                    (line_no, f"{head}…[truncated: the line is {size} bytes]",
+                     f"row: line is {size} bytes, over the {MAX_LINE_BYTES}-byte limit")
+                )
+                yield batch
+                line_no += 1
+                carry = b""
+                if not ended:
+                    return
+        if carry:
+            batch, _ = split_lines(carry, line_no)
+            yield batch
+
+
+def read_json_lines(path: Path, gz: bool) -> Iterator[LineBatch]:
+    with _open_binary(path, gz) as stream:
+        yield from _LineBlocks(stream).batches()
+
+
+def read_csv_rows(path: Path, gz: bool) -> Iterator[LineBatch]:
+    """RFC 4180 CSV with a header row; each row becomes a JSON object of strings for the validator."""
+    with _open_binary(path, gz) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        consumed: list[str] = []
+
+        def lines():
+            for line in text:
+                consumed.append(line)
+                yield line
+
+        reader = csv.reader(lines(), strict=False)
+        header = next(reader, None)
+        if header is None:
+            return
+        consumed.clear()
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        batch = LineBatch(line_numbers=[], texts=[], originals=[])
+        line_no = reader.line_num
+        for row in reader:
+            start = line_no + 1
+            line_no = reader.line_num
+            original = "".join(consumed).rstrip("\r\n")
+            consumed.clear()
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            try:
+                original.encode("utf-8")
+            except UnicodeEncodeError:
+                bad = original.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                batch.rejected.append((start, bad, "invalid UTF-8: the row must be UTF-8 text"))
+                continue
+            record = {name: value for name, value in zip(header, row) if name}
+            batch.line_numbers.append(start)  # type: ignore[union-attr]
+            batch.texts.append(orjson.dumps(record).decode())
+            batch.originals.append(original)  # type: ignore[union-attr]
+            if len(batch.texts) >= CSV_BATCH_ROWS:
+                yield batch
+                batch = LineBatch(line_numbers=[], texts=[], originals=[])
+        if batch.texts or batch.rejected:
+            yield batch
+
+
+def read_parquet_rows(path: Path) -> Iterator[LineBatch]:
+    """Parquet rows as JSON objects; native timestamps become UTC 'YYYY-MM-DD HH:MM:SS' strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    row_no = 1
+    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        columns = {}
+        for name, column in zip(record_batch.schema.names, record_batch.columns):
+            if pa.types.is_timestamp(column.type):
+                if column.type.tz is not None:
+                    column = column.cast(pa.timestamp(column.type.unit, "UTC"))
+                column = pc.strftime(column.cast(pa.timestamp("s", column.type.tz), safe=False), "%Y-%m-%d %H:%M:%S")
+            elif pa.types.is_date(column.type):
+                column = pc.strftime(column.cast(pa.timestamp("s")), "%Y-%m-%d %H:%M:%S")
+            columns[name] = column
+        rows = pa.table(columns).to_pylist()
+        texts = [orjson.dumps(r, default=str).decode() for r in rows]
+        yield LineBatch(range(row_no, row_no + len(texts)), texts)
+        row_no += len(texts)
+
+
+def read_batches(path: Path) -> tuple[Dialect, Iterator[LineBatch]]:
+    """The dialect and the row batches of a landing file, whatever its format."""
+    fmt = file_format(path)
+    if fmt is None:
+        raise ValueError(f"{path.name}: not a landing file type (use .ndjson, .jsonl, .json, .csv, .parquet, or .gz of the text ones)")
+    suffix, gz = fmt
+    if suffix == ".parquet":
+        return Dialect.JSON, read_parquet_rows(path)
+    if suffix == ".csv":
+        return Dialect.CSV, read_csv_rows(path, gz)
+    return Dialect.JSON, read_json_lines(path, gz)

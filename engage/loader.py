@@ -1,0 +1,219 @@
+"""The loader: landing files → ``raw.user_events`` + ``raw.user_events_quarantine`` + ledger.
+
+Each file is loaded in one transaction together with its ledger row, so a crash at any point
+leaves either the whole file or nothing of it, and the ledger's unique content hash makes a
+second copy of the same bytes (under any name) load nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from engage.db import one
+import pyarrow as pa
+
+from engage import faults
+from engage.landing import LandingIndex, read_batches, sha256_of
+from engage.logs import log_event
+from engage.schema import COLUMN_NAMES, DDL, LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
+from engage.settings import Settings
+from engage.validate import Dialect, LineBatch, describe_json_error, validate
+
+logger = logging.getLogger("engage.loader")
+
+# What a file that cannot be read to its end raises, by format.
+READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error, pa.ArrowException, UnicodeError, ValueError)
+_COLUMNS_SQL = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+
+
+@dataclass
+class FileResult:
+    name: str
+    sha256: str
+    status: str  # loaded | duplicate | unreadable
+    batch_id: int | None = None
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class LoadSummary:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(f.rows_loaded for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+    @property
+    def files_loaded(self) -> int:
+        return sum(f.status != "duplicate" for f in self.files)
+
+    def as_dict(self) -> dict:
+        return {
+            "files_seen": len(self.files),
+            "files_loaded": self.files_loaded,
+            "files_duplicate": len(self.files) - self.files_loaded,
+            "rows_loaded": self.rows_loaded,
+            "rows_quarantined": self.rows_quarantined,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def connect_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (the pipeline is its only writer) and make sure the raw tables exist."""
+    settings.ensure_dirs()
+    con = duckdb.connect(str(settings.warehouse_path))
+    con.execute(DDL)
+    return con
+
+
+def insert_batch(
+    con: duckdb.DuckDBPyConnection,
+    batch: LineBatch,
+    dialect: Dialect,
+    batch_id: int,
+    source: str,
+    reject_all: str | None = None,
+) -> tuple[int, int]:
+    """Validate one batch and write its rows: valid ones to raw, the others to quarantine.
+
+    With ``reject_all`` every row goes to quarantine with that reason (a file that could not be
+    read whole). Returns (rows loaded, rows quarantined).
+    """
+    rel = validate(con, batch, dialect)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _validated AS {rel.sql_query()}")
+    if reject_all is not None:
+        con.execute(
+            "UPDATE _validated SET error = ? || coalesce('; the row itself: ' || error, '')", [reject_all]
+        )
+    else:
+        con.execute(f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, ? FROM _validated WHERE error IS NULL", [batch_id])
+    con.execute(
+        f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, error, ?, now() FROM _validated "
+        "WHERE error IS NOT NULL AND error <> 'row: invalid JSON'",
+        [source, batch_id],
+    )
+    bad_json = con.execute("SELECT line_no, raw FROM _validated WHERE error = 'row: invalid JSON'").fetchall()
+    if bad_json:
+        con.executemany(
+            f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, ?, ?, ?, now())",
+            [(source, n, raw, describe_json_error(raw), batch_id) for n, raw in bad_json],
+        )
+    loaded, quarantined = one(con, 
+        "SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER (WHERE error IS NOT NULL) FROM _validated"
+    )
+    con.execute("DROP TABLE _validated")
+    return loaded, quarantined
+
+
+def next_batch_id(con: duckdb.DuckDBPyConnection) -> int:
+    return one(con, f"SELECT coalesce(max(batch_id), 0) + 1 FROM {LEDGER_TABLE}")[0]
+
+
+def _load_rows(con, path: Path, batch_id: int, source: str, reject_all: str | None = None) -> tuple[int, int]:
+    dialect, batches = read_batches(path)
+    loaded = quarantined = 0
+    for batch in batches:
+        l, q = insert_batch(con, batch, dialect, batch_id, source, reject_all)
+        loaded += l
+        quarantined += q
+    return loaded, quarantined
+
+
+def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str) -> FileResult:
+    """Load one file in one transaction with its ledger row."""
+    started = time.perf_counter()
+    result = FileResult(source, sha256, "loaded")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        result.batch_id = batch_id = next_batch_id(con)
+        try:
+            result.rows_loaded, result.rows_quarantined = _load_rows(con, path, batch_id, source)
+        except READ_ERRORS as exc:
+            # Unreadable past some point: load none of it (a repaired copy can then load whole),
+            # quarantine every row that could be read, plus one entry for the unreadable rest.
+            con.execute("ROLLBACK")
+            con.execute("BEGIN TRANSACTION")
+            result.status = "unreadable"
+            result.error = f"file: cannot be read to its end ({type(exc).__name__}: {exc})"
+            reason = result.error + "; none of its rows were loaded: repair the file and drop it in the landing folder again"
+            try:
+                _, readable = _load_rows(con, path, batch_id, source, reject_all=reason)
+            except READ_ERRORS:
+                readable = one(con, 
+                    f"SELECT count(*) FROM {QUARANTINE_TABLE} WHERE _batch_id = ?", [batch_id]
+                )[0]
+            last_line = one(con, 
+                f"SELECT coalesce(max(line_number), 0) FROM {QUARANTINE_TABLE} WHERE _batch_id = ?", [batch_id]
+            )[0]
+            con.execute(
+                f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, '', ?, ?, now())",
+                [source, last_line + 1, reason + " (the unreadable rest of the file)", batch_id],
+            )
+            result.rows_loaded, result.rows_quarantined = 0, readable + 1
+        faults.point("load_before_commit")
+        con.execute(
+            f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, ?, ?, now(), ?)",
+            [batch_id, sha256, source, path.stat().st_size, result.rows_loaded, result.rows_quarantined, result.error],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = None) -> LoadSummary:
+    """Load every landing file not processed yet. The caller holds the refresh lock."""
+    started = time.perf_counter()
+    own = con is None
+    con = con or connect_warehouse(settings)
+    summary = LoadSummary()
+    index = LandingIndex(settings)
+    try:
+        pending = index.pending()
+        log_event(logger, "load_started", files_pending=len(pending))
+        for path in pending:
+            source = index.relative(path)
+            sha256 = sha256_of(path)
+            known = one(con, f"SELECT name FROM {LEDGER_TABLE} WHERE content_sha256 = ?", [sha256])
+            if known:
+                result = FileResult(source, sha256, "duplicate")
+                log_event(logger, "file_skipped_duplicate", file=source, same_content_as=known[0])
+            else:
+                result = load_file(con, path, sha256, source)
+                log_event(
+                    logger,
+                    "file_loaded" if result.status == "loaded" else "file_unreadable",
+                    logging.INFO if result.status == "loaded" else logging.WARNING,
+                    file=source,
+                    batch_id=result.batch_id,
+                    rows_loaded=result.rows_loaded,
+                    rows_quarantined=result.rows_quarantined,
+                    seconds=round(result.seconds, 3),
+                    rows_per_second=int((result.rows_loaded + result.rows_quarantined) / max(result.seconds, 1e-9)),
+                )
+            summary.files.append(result)
+            index.mark(path, sha256)
+            index.save()
+    finally:
+        if own:
+            con.close()
+    summary.seconds = time.perf_counter() - started
+    log_event(logger, "load_finished", **summary.as_dict())
+    return summary

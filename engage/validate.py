@@ -1,0 +1,240 @@
+"""The one validator of ``user_events`` rows, shared by the file loader and the Events API.
+
+Rows arrive as text lines (NDJSON), or as rows of CSV/Parquet turned into JSON objects. Python
+does only what must be done per line (line numbers, blank lines, UTF-8); everything else (JSON
+parsing, types, timestamps, defaults, error messages) runs vectorized in DuckDB, which is what
+makes the loader fast enough to stream large files.
+
+The result of validating a batch is a DuckDB relation with every non-blank input row, its line
+number, its raw text, the typed columns of the contract, and ``error`` (NULL when the row is
+valid, else a message naming the field and the accepted form).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from engage.schema import COLUMN_NAMES, MAX_LINE_BYTES, OPTIONAL_STRINGS, REQUIRED_STRINGS, UINT32_MAX
+
+
+class Dialect(str, Enum):
+    """How values were written: JSON keeps its types; CSV has only strings."""
+
+    JSON = "json"
+    CSV = "csv"
+
+
+TIMESTAMP_FORMS = "'YYYY-MM-DD HH:MM:SS', ISO 8601 ('2025-01-15T10:30:45.123+02:00') or Unix epoch seconds"
+_TIMESTAMP_RE = r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?$"
+
+
+@dataclass
+class LineBatch:
+    """Input lines with their 1-based line numbers, plus lines already rejected in Python.
+
+    Blank lines are still in ``texts``; the SQL drops them (they are not rows).
+    """
+
+    line_numbers: range | list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    # What quarantine keeps as the raw text when it differs from `texts` (a CSV row's own text).
+    originals: list[str] | None = None
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, raw text, error)
+
+
+def split_lines(data: bytes, first_line_number: int = 1) -> tuple[LineBatch, int]:
+    """Split a block of whole lines. Returns the batch and the number of lines consumed.
+
+    A final line without a newline is a row. The common case (valid UTF-8) costs one decode and
+    one split; only a block with invalid UTF-8 is decoded line by line.
+    """
+    if not data:
+        return LineBatch(), 0
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = None
+    if lines is not None:
+        if not lines[-1]:
+            lines.pop()  # the block ended with a newline: no line after it
+        return LineBatch(range(first_line_number, first_line_number + len(lines)), lines), len(lines)
+    raw_lines = data.split(b"\n")
+    if not raw_lines[-1]:
+        raw_lines.pop()
+    batch = LineBatch()
+    for offset, raw in enumerate(raw_lines):
+        number = first_line_number + offset
+        try:
+            batch.texts.append(raw.decode("utf-8"))
+            batch.line_numbers.append(number)  # type: ignore[union-attr]
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", "backslashreplace").rstrip("\r")
+            batch.rejected.append((number, text, f"invalid UTF-8 at byte {exc.start}: the row must be UTF-8 text"))
+    return batch, len(raw_lines)
+
+
+def _validation_sql(dialect: Dialect) -> str:
+    """SQL over ``lines(line_no, raw)`` producing typed columns and the first error of each row.
+
+    Each field is extracted once as JSON text (``j_<field>``, whose first character tells its
+    JSON type: cheaper than ``json_type``) and once as a plain string (``s_<field>``).
+    """
+    paths = ", ".join(f"'$.\"{name}\"'" for name in COLUMN_NAMES)
+    idx = {name: i + 1 for i, name in enumerate(COLUMN_NAMES)}
+
+    def is_missing(n: str) -> str:
+        return f"(j_{n} IS NULL OR j_{n} = 'null')"
+
+    def is_int(n: str) -> str:
+        return f"regexp_full_match(j_{n}, '-?[0-9]+')"
+
+    def kind(n: str) -> str:
+        # JSON type named from the first character of the value's text, for error messages.
+        return (
+            f"CASE left(j_{n}, 1) WHEN '{{' THEN 'an object' WHEN '[' THEN 'an array' "
+            f"WHEN 't' THEN 'a boolean' WHEN 'f' THEN 'a boolean' ELSE 'a number' END"
+        )
+
+    # A string column accepts a JSON string, or a JSON integer (kept as its decimal text).
+    def string_value(n: str) -> str:
+        return f"CASE WHEN left(j_{n}, 1) = '\"' OR {is_int(n)} THEN s_{n} END"
+
+    required_checks = []
+    for n in REQUIRED_STRINGS:
+        required_checks += [
+            f"WHEN {is_missing(n)} THEN '{n}: missing; it is required (a non-empty string)'",
+            f"WHEN {string_value(n)} IS NULL THEN '{n}: must be a string, got ' || {kind(n)}",
+            f"WHEN {string_value(n)} = '' THEN '{n}: empty; it is required (a non-empty string)'",
+        ]
+    optional_checks = [
+        f"WHEN NOT {is_missing(n)} AND {string_value(n)} IS NULL THEN '{n}: must be a string, got ' || {kind(n)}"
+        for n in OPTIONAL_STRINGS
+    ]
+    required_columns = ", ".join(f'{string_value(n)} AS "{n}"' for n in REQUIRED_STRINGS)
+    optional_columns = ", ".join(f"coalesce({string_value(n)}, '') AS \"{n}\"" for n in OPTIONAL_STRINGS)
+    field_columns = ", ".join(f"j[{i}]::VARCHAR AS j_{n}, s[{i}] AS s_{n}" for n, i in idx.items())
+    timestamp_forms = TIMESTAMP_FORMS.replace("'", "''")
+    epoch_allowed = "TRUE" if dialect is Dialect.JSON else "FALSE"
+    empty_duration_ok = "TRUE" if dialect is Dialect.CSV else "FALSE"
+    return f"""
+WITH rows AS (
+    -- blank lines (also a lone CR) are not rows; a CRLF line ending is not part of the row
+    SELECT line_no, rtrim(raw, chr(13)) AS raw, original FROM lines WHERE ltrim(raw, E' \\t\\r\\n\\f\\v') <> ''
+), checked AS (
+    SELECT line_no, raw, original,
+           strlen(raw) > {MAX_LINE_BYTES} AS too_long,
+           json_valid(raw) AS is_json
+    FROM rows
+), objects AS (
+    SELECT line_no, raw, original, too_long, is_json,
+           is_json AND NOT too_long AND left(ltrim(raw), 1) = '{{' AS is_object,
+           CASE WHEN is_object THEN json_extract(raw, [{paths}]) END AS j,
+           CASE WHEN is_object THEN json_extract_string(raw, [{paths}]) END AS s
+    FROM checked
+), fields AS (
+    SELECT line_no, raw, original, too_long, is_json, is_object, {field_columns}
+    FROM objects
+), typed AS (
+    SELECT *,
+        CASE WHEN left(j_timestamp, 1) = '"'
+             THEN regexp_extract(s_timestamp, '{_TIMESTAMP_RE}', ['day', 'time', 'fraction', 'offset']) END AS ts_parts,
+        CASE WHEN {epoch_allowed} AND {is_int("timestamp")}
+             THEN try(to_timestamp(try_cast(j_timestamp AS BIGINT))::TIMESTAMP) END AS ts_epoch,
+        CASE WHEN {is_missing("duration")} THEN 0::UBIGINT
+             WHEN regexp_full_match(j_duration, '[0-9]{{1,20}}') THEN try_cast(j_duration AS UBIGINT)
+             WHEN left(j_duration, 1) = '"' AND s_duration = '' AND {empty_duration_ok} THEN 0::UBIGINT
+             WHEN left(j_duration, 1) = '"' AND regexp_full_match(s_duration, '[0-9]{{1,20}}')
+                THEN try_cast(s_duration AS UBIGINT)
+        END AS duration_value
+    FROM fields
+), offsets AS (
+    SELECT *,
+        -- '+05:45' -> 345 minutes; hours above 23 or minutes above 59 make the offset invalid
+        CASE WHEN try_cast(ts_parts.offset[2:3] AS INT) <= 23 AND try_cast(ts_parts.offset[5:6] AS INT) <= 59
+             THEN (CASE WHEN ts_parts.offset[1] = '-' THEN -1 ELSE 1 END)
+                  * (try_cast(ts_parts.offset[2:3] AS INT) * 60 + try_cast(ts_parts.offset[5:6] AS INT)) END AS offset_minutes
+    FROM typed
+), timestamps AS (
+    SELECT *,
+        CASE WHEN ts_epoch IS NOT NULL THEN ts_epoch
+             WHEN ts_parts.day <> '' THEN
+                 try_strptime(ts_parts.day || ' ' || ts_parts.time, '%Y-%m-%d %H:%M:%S')
+                 - coalesce(offset_minutes, 0) * INTERVAL 1 MINUTE
+        END AS ts_value,
+        coalesce(offset_minutes IS NULL AND ts_parts.offset NOT IN ('', 'Z'), FALSE) AS bad_offset
+    FROM offsets
+)
+SELECT line_no, coalesce(original, raw) AS raw,
+    CASE
+        WHEN too_long THEN 'row: line is ' || strlen(raw) || ' bytes, over the {MAX_LINE_BYTES}-byte limit'
+        WHEN NOT is_json THEN 'row: invalid JSON'
+        WHEN NOT is_object THEN 'row: must be a JSON object, got ' || CASE left(ltrim(raw), 1)
+             WHEN '[' THEN 'an array' WHEN '"' THEN 'a string' WHEN 'n' THEN 'null' WHEN 't' THEN 'a boolean'
+             WHEN 'f' THEN 'a boolean' ELSE 'a number' END
+        WHEN {is_missing("timestamp")} THEN 'timestamp: missing; it is required ({timestamp_forms})'
+        WHEN ts_value IS NULL OR bad_offset THEN 'timestamp: ' || left(j_timestamp, 60)
+             || ' is not a valid UTC date-time; use {timestamp_forms}'
+             || CASE WHEN {epoch_allowed} THEN '' ELSE ' (epoch numbers are not accepted in CSV)' END
+        {" ".join(required_checks)}
+        WHEN duration_value IS NULL OR duration_value > {UINT32_MAX} THEN 'duration: ' || left(j_duration, 60)
+             || ' is not a whole number of seconds from 0 to {UINT32_MAX} (a JSON integer or a string of digits)'
+        {" ".join(optional_checks)}
+    END AS error,
+    date_trunc('second', ts_value) AS "timestamp",
+    {required_columns},
+    try_cast(duration_value AS UINTEGER) AS duration,
+    {optional_columns}
+FROM timestamps
+"""
+
+
+_SQL = {d: _validation_sql(d) for d in Dialect}
+VALID_COLUMNS_SQL = ", ".join(f'"{n}"' for n in COLUMN_NAMES)
+
+
+def validate(con: duckdb.DuckDBPyConnection, batch: LineBatch, dialect: Dialect = Dialect.JSON) -> duckdb.DuckDBPyRelation:
+    """Validate a batch; returns a relation (line_no, raw, error, <contract columns>).
+
+    The relation reads a view named ``lines`` registered on ``con``; consume it before the
+    next call on the same connection.
+    """
+    numbers = pa.array(batch.line_numbers, pa.int64())
+    texts = pa.array(batch.texts, pa.large_string())
+    if batch.rejected:
+        numbers = pa.concat_arrays([numbers, pa.array([n for n, _, _ in batch.rejected], pa.int64())])
+        texts = pa.concat_arrays([texts, pa.array([raw for _, raw, _ in batch.rejected], pa.large_string())])
+    originals = pa.array(batch.originals or [None] * len(batch.texts), pa.large_string())
+    if batch.rejected:
+        originals = pa.concat_arrays([originals, pa.nulls(len(batch.rejected), pa.large_string())])
+    table = pa.table({"line_no": numbers, "raw": texts, "original": originals})
+    con.register("lines", table)
+    rel = con.sql(_SQL[dialect])
+    if batch.rejected:
+        # Rows rejected before SQL (invalid UTF-8) keep their Python error message.
+        pre = pa.table(
+            {
+                "line_no": pa.array([n for n, _, _ in batch.rejected], pa.int64()),
+                "pre_error": pa.array([e for _, _, e in batch.rejected], pa.string()),
+            }
+        )
+        con.register("pre_errors", pre)
+        cols = ", ".join(f'v."{n}"' for n in COLUMN_NAMES)
+        rel = con.sql(
+            f"SELECT v.line_no, v.raw, coalesce(p.pre_error, v.error) AS error, {cols} "
+            f"FROM ({rel.sql_query()}) v LEFT JOIN pre_errors p USING (line_no)"
+        )
+    return rel
+
+
+def describe_json_error(raw: str) -> str:
+    """A precise message for a line that is not valid JSON (computed only for the rare bad rows)."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"row: invalid JSON ({exc.msg} at character {exc.pos}); each line must be one JSON object"
+    return "row: invalid JSON; each line must be one JSON object"
