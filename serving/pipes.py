@@ -1,0 +1,286 @@
+"""The pipes, each declared ONCE: name, description, filters, extra parameters, output columns and
+the function that answers it from the published marts.
+
+These declarations drive everything else: the routes (``serving/routers/pipes.py`` registers
+``GET /v0/pipes/<name>.{format}`` per pipe), parameter validation (:meth:`Pipe.parse`), the OpenAPI
+documents (``serving/openapi.py``) and docs/API.md (checked by tests against these declarations).
+
+Every answer reads the window through :func:`serving.query.source_sql` (daily marts for whole
+days, hourly marts for the edges, ``UNION ALL``), sums additive measures, counts distinct
+``user_key`` exactly over the union, and computes averages as ``sum(duration_sum) / sum(count)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import duckdb
+
+from serving.formats import Column, Result
+from serving.params import (
+    END_DATE,
+    FILTER_PARAMS,
+    GROUP_BY,
+    GROUP_BY_PARAM,
+    LIMIT,
+    SEGMENT_BY_PLATFORM,
+    START_DATE,
+    TIME_BUCKET,
+    Param,
+    PipeQuery,
+    buckets,
+    parse_pipe_query,
+)
+from serving.query import source_sql
+
+Cursor = duckdb.DuckDBPyConnection
+
+# Approximate bytes per value of a mart column, for statistics.bytes_read.
+_WIDTH = {"period_start": 8, "user_key": 8, "event_count": 8, "duration_sum": 8, "session_count": 8,
+          "bounced_sessions": 8}
+_STRING_WIDTH = 16
+
+
+@dataclass(frozen=True)
+class Pipe:
+    name: str
+    description: str
+    marts: str  # mart family read: <marts>_hourly / <marts>_daily
+    filters: tuple[str, ...]
+    extra_params: tuple[Param, ...]
+    columns: tuple[Column, ...]
+    answer: Callable[[Cursor, PipeQuery, "Pipe"], Result] = field(repr=False)
+    time_series: bool
+    # Which declared columns a request returns (default: all).
+    select_columns: Callable[[PipeQuery], Sequence[str]] | None = field(default=None, repr=False)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        common = (START_DATE, END_DATE) + ((TIME_BUCKET,) if self.time_series else ())
+        return common + tuple(FILTER_PARAMS[f] for f in self.filters) + self.extra_params
+
+    def parse(self, query: Mapping[str, list[str]]) -> PipeQuery:
+        """Validate query-string values (name -> all given values); ApiError(400) when bad."""
+        return parse_pipe_query(self.name, self.params, query, self.time_series)
+
+    def columns_for(self, q: PipeQuery) -> tuple[Column, ...]:
+        if self.select_columns is None:
+            return self.columns
+        wanted = set(self.select_columns(q))
+        return tuple(c for c in self.columns if c.name in wanted)
+
+    def run(self, cur: Cursor, q: PipeQuery) -> Result:
+        return self.answer(cur, q, self)
+
+    def filters_of(self, q: PipeQuery) -> dict[str, list[str]]:
+        """The given filters this pipe has (others are ignored), in declaration order."""
+        return {f: q.filters[f] for f in self.filters if q.filters.get(f)}
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _read(cur: Cursor, pipe: Pipe, q: PipeQuery, source_columns: Sequence[str], select: str,
+          group_by: str, *, prefix_params: Sequence[Any] = (), tail: str = "",
+          tail_params: Sequence[Any] = (), hourly_only: bool = False) -> list[tuple]:
+    """``SELECT <select> FROM (<window of the pipe's marts>) GROUP BY <group_by><tail>``."""
+    src, params = source_sql(pipe.marts, source_columns, q.h_start, q.h_end, pipe.filters_of(q), hourly_only)
+    sql = f"SELECT {select} FROM ({src}) AS w GROUP BY {group_by}{tail}"
+    return cur.execute(sql, [*prefix_params, *params, *tail_params]).fetchall()
+
+
+def _bytes(source_columns: Sequence[str], rows_read: int) -> int:
+    return rows_read * sum(_WIDTH.get(c, _STRING_WIDTH) for c in source_columns)
+
+
+def _avg(total: int | None, count: int | None) -> float | None:
+    return total / count if count else None
+
+
+def _bucket_expr() -> str:
+    return "date_trunc(?, period_start)"  # the time bucket name is bound
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def _session_metrics(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
+    cols = ("period_start", "session_count", "bounced_sessions", "duration_sum")
+    got = _read(
+        cur, pipe, q, cols,
+        f"{_bucket_expr()} AS b, sum(session_count), sum(bounced_sessions), sum(duration_sum), count(*)", "b",
+        prefix_params=[q.time_bucket], hourly_only=q.time_bucket == "hour",
+    )
+    by_bucket = {r[0]: r for r in got}
+    rows = []
+    for b in buckets(q.time_bucket, q.h_start, q.h_end):
+        r = by_bucket.get(b)
+        sessions = int(r[1]) if r else 0
+        rows.append((b, sessions, _avg(r[3], sessions) if r else None, _avg(r[2], sessions) if r else None))
+    n = sum(r[4] for r in got)
+    return Result(pipe.columns_for(q), rows, len(rows), n, _bytes(cols, n))
+
+
+def _user_engagement_time_series(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
+    cols = ("period_start", "user_key", "event_count", "duration_sum")
+    got = _read(
+        cur, pipe, q, cols,
+        f"{_bucket_expr()} AS b, sum(event_count), count(DISTINCT user_key), sum(duration_sum), count(*)", "b",
+        prefix_params=[q.time_bucket], hourly_only=q.time_bucket == "hour",
+    )
+    by_bucket = {r[0]: r for r in got}
+    rows = []
+    for b in buckets(q.time_bucket, q.h_start, q.h_end):
+        r = by_bucket.get(b)
+        rows.append((b, int(r[1]), r[2], _avg(r[3], r[1])) if r else (b, 0, 0, None))
+    n = sum(r[4] for r in got)
+    return Result(pipe.columns_for(q), rows, len(rows), n, _bytes(cols, n))
+
+
+def _active_users(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
+    hourly = q.time_bucket == "hour"
+    bucket_list = buckets(q.time_bucket, q.h_start, q.h_end)
+    if q.segment_by_platform:
+        cols = ("period_start", "user_key", "platform")
+        got = _read(cur, pipe, q, cols, f"{_bucket_expr()} AS b, platform, count(DISTINCT user_key), count(*)",
+                    "b, platform", prefix_params=[q.time_bucket], hourly_only=hourly)
+        counts = {(r[0], r[1]): r[2] for r in got}
+        platforms = sorted({r[1] for r in got})  # Python str order = code-point order
+        rows = [(b, p, counts.get((b, p), 0)) for b in bucket_list for p in platforms]
+        n = sum(r[3] for r in got)
+    else:
+        cols = ("period_start", "user_key")
+        got = _read(cur, pipe, q, cols, f"{_bucket_expr()} AS b, count(DISTINCT user_key), count(*)", "b",
+                    prefix_params=[q.time_bucket], hourly_only=hourly)
+        counts = {r[0]: r[1] for r in got}
+        rows = [(b, counts.get(b, 0)) for b in bucket_list]
+        n = sum(r[2] for r in got)
+    return Result(pipe.columns_for(q), rows, len(rows), n, _bytes(cols, n))
+
+
+def _ranking(cur: Cursor, q: PipeQuery, pipe: Pipe, keys: Sequence[str]) -> Result:
+    """Rows per key: event_count desc, then keys asc (binary = code-point order), cut at limit."""
+    cols = ("period_start", "user_key", *keys, "event_count", "duration_sum")
+    key_list = ", ".join(keys)
+    got = _read(
+        cur, pipe, q, cols,
+        f"{key_list}, sum(event_count) AS ec, count(DISTINCT user_key), sum(duration_sum), "
+        "count(*) OVER () AS groups, sum(count(*)) OVER () AS source_rows",
+        key_list, tail=f" ORDER BY ec DESC, {key_list} LIMIT ?", tail_params=[q.limit],
+    )
+    k = len(keys)
+    rows = [(*r[:k], int(r[k]), r[k + 1], _avg(r[k + 2], r[k])) for r in got]
+    total = got[0][k + 3] if got else 0
+    n = int(got[0][k + 4]) if got else 0
+    return Result(pipe.columns_for(q), rows, total, n, _bytes(cols, n))
+
+
+def _geographic_distribution(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
+    return _ranking(cur, q, pipe, GROUP_BY[q.group_by])
+
+
+def _event_metrics(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
+    return _ranking(cur, q, pipe, ("event_type",))
+
+
+# ----------------------------------------------------------------------------- declarations
+
+_TIME_BUCKET_COL = Column("time_bucket", "DateTime", "Start of the bucket (UTC), 'YYYY-MM-DD HH:MM:SS'.")
+_EVENT_COUNT = Column("event_count", "UInt64", "Events.")
+_UNIQUE_USERS = Column("unique_users", "UInt64", "Exact number of distinct user_id.")
+
+PIPES: dict[str, Pipe] = {p.name: p for p in (
+    Pipe(
+        name="session_metrics",
+        description="Session count, average session duration and bounce rate per time bucket. A session is "
+        "all events sharing a session_id; it belongs to the bucket of its first event, whose platform, "
+        "device and country are the session's; it bounced iff it has exactly one event.",
+        marts="session_metrics",
+        filters=("platform", "device", "country"),
+        extra_params=(),
+        time_series=True,
+        columns=(
+            _TIME_BUCKET_COL,
+            Column("session_count", "UInt64", "Sessions that started in the bucket."),
+            Column("avg_session_duration", "Nullable(Float64)",
+                   "Average of the sessions' summed event durations, seconds (null without sessions)."),
+            Column("bounce_rate", "Nullable(Float64)",
+                   "Share of single-event sessions, in [0, 1] (null without sessions)."),
+        ),
+        answer=_session_metrics,
+    ),
+    Pipe(
+        name="user_engagement_time_series",
+        description="Event count, exact unique users and average event duration per time bucket.",
+        marts="user_engagement",
+        filters=("event_type", "platform", "device", "country"),
+        extra_params=(),
+        time_series=True,
+        columns=(
+            _TIME_BUCKET_COL,
+            _EVENT_COUNT,
+            _UNIQUE_USERS,
+            Column("avg_duration", "Nullable(Float64)", "Average event duration, seconds (null without events)."),
+        ),
+        answer=_user_engagement_time_series,
+    ),
+    Pipe(
+        name="active_users",
+        description="Exact active (distinct) users per time bucket, by default one row per bucket and "
+        "platform, for every platform with an event in the window after the filters.",
+        marts="active_users",
+        filters=("event_type", "country", "platform"),
+        extra_params=(SEGMENT_BY_PLATFORM,),
+        time_series=True,
+        columns=(
+            _TIME_BUCKET_COL,
+            Column("platform", "String", "Platform.", when="segment_by_platform=true"),
+            Column("active_users", "UInt64", "Exact number of distinct user_id."),
+        ),
+        answer=_active_users,
+        select_columns=lambda q: ("time_bucket", "active_users") + (("platform",) if q.segment_by_platform else ()),
+    ),
+    Pipe(
+        name="geographic_distribution",
+        description="Event count, exact unique users and average event duration per country, region or city, "
+        "by event_count descending then the key ascending, cut at limit.",
+        marts="geographic_distribution",
+        filters=("event_type", "platform", "device", "country"),
+        extra_params=(GROUP_BY_PARAM, LIMIT),
+        time_series=False,
+        columns=(
+            Column("country", "String", "Country."),
+            Column("region", "String", "Region.", when="group_by=region or city"),
+            Column("city", "String", "City.", when="group_by=city"),
+            _EVENT_COUNT,
+            _UNIQUE_USERS,
+            Column("avg_duration", "Float64", "Average event duration, seconds."),
+        ),
+        answer=_geographic_distribution,
+        select_columns=lambda q: (*GROUP_BY[q.group_by], "event_count", "unique_users", "avg_duration"),
+    ),
+    Pipe(
+        name="event_metrics",
+        description="Event count, exact unique users and average duration per event type, by event_count "
+        "descending then event_type ascending, cut at limit.",
+        marts="user_engagement",
+        filters=("platform", "device", "country"),
+        extra_params=(LIMIT,),
+        time_series=False,
+        columns=(
+            Column("event_type", "String", "Event type."),
+            _EVENT_COUNT,
+            _UNIQUE_USERS,
+            Column("avg_duration", "Float64", "Average event duration, seconds."),
+        ),
+        answer=_event_metrics,
+    ),
+)}
+
+
+def get_pipe(name: str) -> Pipe | None:
+    return PIPES.get(name)
+
+
+__all__ = ["PIPES", "Pipe", "PipeQuery", "get_pipe"]
