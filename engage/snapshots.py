@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from engage import faults
+
 from engage.db import one
 
 from engage.settings import Settings
@@ -106,6 +108,7 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
         warehouse.execute("DETACH snap")
     _fsync_path(tmp)
     os.replace(tmp, final)
+    faults.point("publish_before_swap")
     _write_atomically(
         settings.snapshots_dir / CURRENT_FILE,
         json.dumps({"snapshot_id": snapshot_id, "file": final.name}),

@@ -1,0 +1,15 @@
+{# Incremental bookkeeping. Every raw row carries the `_batch_id` of the file that loaded it
+   (ascending in load order); every incremental model keeps `_max_batch_id` per row, so the
+   newest batch a model has seen is `max(_max_batch_id)` of the model itself. #}
+
+{% macro batch_watermark() -%}
+    (select coalesce(max(_max_batch_id), 0) from {{ this }})
+{%- endmacro %}
+
+{# The periods (hours or days) of `relation` that hold rows newer than this model's watermark:
+   exactly the periods whose aggregates must be recomputed, late events included. #}
+{% macro affected_periods(relation, period_expression, batch_column='_max_batch_id') -%}
+    select distinct {{ period_expression }} as period_start
+    from {{ relation }}
+    where {{ batch_column }} > {{ batch_watermark() }}
+{%- endmacro %}

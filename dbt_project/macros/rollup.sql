@@ -1,0 +1,40 @@
+{# Roll `source_relation` (which has period_start, _max_batch_id) up to `grain` over `dimensions`,
+   summing `measures`. Incremental: only periods that received new batches are recomputed, from
+   all source rows of those periods; the model's unique_key (period_start) replaces them whole. #}
+{% macro incremental_rollup(source_relation, grain, dimensions, measures=[]) %}
+{%- set period = dbt.date_trunc(grain, 'period_start') -%}
+{% if is_incremental() %}
+with affected_periods as (
+
+    {{ affected_periods(source_relation, period) }}
+
+),
+{% else %}
+with
+{% endif %}
+
+source_rows as (
+
+    select * from {{ source_relation }}
+    {% if is_incremental() %}
+    where {{ period }} in (select period_start from affected_periods)
+    {% endif %}
+
+),
+
+rolled_up as (
+
+    select
+        {{ period }} as period_start,
+        {% for dimension in dimensions %}{{ dimension }},
+        {% endfor %}
+        {% for measure in measures %}cast(sum({{ measure }}) as {{ dbt.type_bigint() }}) as {{ measure }},
+        {% endfor %}
+        max(_max_batch_id) as _max_batch_id
+    from source_rows
+    group by {% for i in range(dimensions | length + 1) %}{{ i + 1 }}{{ ", " if not loop.last }}{% endfor %}
+
+)
+
+select * from rolled_up
+{% endmacro %}

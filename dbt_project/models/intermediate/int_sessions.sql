@@ -1,0 +1,64 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='session_id',
+    )
+}}
+-- One row per session (all events sharing a session_id, over all loaded data). An incremental
+-- run recomputes only sessions that received events since the last run, from all their events,
+-- so a session split over files days apart is still one session.
+
+{% if is_incremental() %}
+with affected_sessions as (
+
+    select distinct session_id
+    from {{ ref('stg_user_events') }}
+    where _batch_id > {{ batch_watermark() }}
+
+),
+{% else %}
+with
+{% endif %}
+
+events as (
+
+    select * from {{ ref('stg_user_events') }}
+    {% if is_incremental() %}
+    where session_id in (select session_id from affected_sessions)
+    {% endif %}
+
+),
+
+ranked_events as (
+
+    -- The first event decides the session's platform, device and country; ties on time go to
+    -- the smallest (platform, device, country).
+    select
+        *,
+        row_number() over (
+            partition by session_id
+            order by event_at, platform, device, country
+        ) as event_rank
+    from events
+
+),
+
+sessions as (
+
+    select
+        session_id,
+        min(event_at) as session_start,
+        max(case when event_rank = 1 then platform end) as platform,
+        max(case when event_rank = 1 then device end) as device,
+        max(case when event_rank = 1 then country end) as country,
+        count(*) as event_count,
+        case when count(*) = 1 then 1 else 0 end as is_bounce,
+        sum(duration) as duration_sum,
+        max(_batch_id) as _max_batch_id
+    from ranked_events
+    group by session_id
+
+)
+
+select * from sessions

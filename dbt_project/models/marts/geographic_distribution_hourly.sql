@@ -1,0 +1,3 @@
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='period_start') }}
+-- geographic_distribution: events per hour × user × place, with the pipe's filters.
+{{ incremental_rollup(ref('int_user_activity_hourly'), 'hour', ['user_key', 'event_type', 'platform', 'device', 'country', 'region', 'city'], ['event_count', 'duration_sum']) }}

@@ -1,0 +1,3 @@
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='period_start') }}
+-- user_engagement_time_series and event_metrics: events per day × user × their filters.
+{{ incremental_rollup(ref('user_engagement_hourly'), 'day', ['user_key', 'event_type', 'platform', 'device', 'country'], ['event_count', 'duration_sum']) }}

@@ -1,0 +1,17 @@
+-- Each hour's distinct users in the active-users marts equal the raw events' distinct users.
+with raw_hourly as (
+    select event_hour as period_start, count(distinct user_id) as users
+    from {{ ref('stg_user_events') }}
+    group by 1
+),
+
+mart_hourly as (
+    select period_start, count(distinct user_key) as users
+    from {{ ref('active_users_hourly') }}
+    group by 1
+)
+
+select coalesce(raw_hourly.period_start, mart_hourly.period_start) as period_start,
+       raw_hourly.users as raw_users, mart_hourly.users as mart_users
+from raw_hourly full outer join mart_hourly on raw_hourly.period_start = mart_hourly.period_start
+where raw_hourly.users is distinct from mart_hourly.users

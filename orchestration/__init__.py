@@ -1,0 +1,1 @@
+"""Dagster code location of engage. The Definitions live in orchestration.definitions."""

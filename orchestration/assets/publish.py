@@ -1,0 +1,28 @@
+"""Publishing: the marts become an immutable snapshot that the API reads."""
+
+
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+
+from engage.loader import connect_warehouse
+from engage.locking import refresh_lock
+from engage.snapshots import MARTS_SCHEMA, PUBLISHED_MARTS, publish
+from orchestration.resources import EngageResource
+
+MART_KEYS = [AssetKey([MARTS_SCHEMA, mart]) for mart in PUBLISHED_MARTS]
+
+
+@asset(deps=MART_KEYS, group_name="serving", compute_kind="duckdb")
+def published_snapshot(context: AssetExecutionContext, engage: EngageResource) -> MaterializeResult:
+    """Copy the marts into snapshots/<id>.duckdb, fsync, rename, then swap the CURRENT pointer."""
+    settings = engage.settings()
+    with refresh_lock(settings.refresh_lock_path, holder=f"run {context.run_id}"):
+        con = connect_warehouse(settings)
+        try:
+            info = publish(con, settings)
+        finally:
+            con.close()
+    context.log.info(
+        f"event=snapshot_published snapshot_id={info['snapshot_id']} watermark={info['watermark']} "
+        f"raw_events={info['raw_event_count']} seconds={info['seconds']}"
+    )
+    return MaterializeResult(metadata={k: v for k, v in info.items() if k != "mart_rows"} | info["mart_rows"])
