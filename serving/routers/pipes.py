@@ -94,8 +94,8 @@ async def unknown_pipe(request: Request, rest: str) -> Response:
     name, dot, fmt = rest.rpartition(".")
     if not dot:
         name, fmt = rest, ""
-    if name in PIPES:
-        if fmt in FORMATS:  # a known pipe and format: only the method is wrong
+    if rest == "openapi.json" or name in PIPES:
+        if rest == "openapi.json" or fmt in FORMATS:  # a known path: only the method is wrong
             raise ApiError(405, f"Method {request.method} not allowed on /v0/pipes/{rest}: use GET.",
                            headers={"Allow": "GET"})
         raise _unknown_format(name, fmt)
