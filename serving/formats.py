@@ -96,7 +96,7 @@ def _arrow_type(t: str):
 
     base = t.removeprefix("Nullable(").removesuffix(")")
     return {
-        "DateTime": pa.timestamp("s"),
+        "DateTime": pa.timestamp("ms"),  # Parquet has no seconds unit
         "String": pa.string(),
         "UInt64": pa.uint64(),
         "Float64": pa.float64(),

@@ -54,6 +54,8 @@ class Pipe:
     time_series: bool
     # Which declared columns a request returns (default: all).
     select_columns: Callable[[PipeQuery], Sequence[str]] | None = field(default=None, repr=False)
+    # Query string of the documented example (docs/API.md's curl line; the Tinybird project's own).
+    example: str = ""
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -209,6 +211,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
                    "Share of single-event sessions, in [0, 1] (null without sessions)."),
         ),
         answer=_session_metrics,
+        example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=day&platform=web",
     ),
     Pipe(
         name="user_engagement_time_series",
@@ -224,6 +227,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             Column("avg_duration", "Nullable(Float64)", "Average event duration, seconds (null without events)."),
         ),
         answer=_user_engagement_time_series,
+        example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=hour&event_type=page_view",
     ),
     Pipe(
         name="active_users",
@@ -239,6 +243,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             Column("active_users", "UInt64", "Exact number of distinct user_id."),
         ),
         answer=_active_users,
+        example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=hour",
         select_columns=lambda q: ("time_bucket", "active_users") + (("platform",) if q.segment_by_platform else ()),
     ),
     Pipe(
@@ -258,6 +263,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
         answer=_geographic_distribution,
+        example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&event_type=page_view",
         select_columns=lambda q: (*GROUP_BY[q.group_by], "event_count", "unique_users", "avg_duration"),
     ),
     Pipe(
@@ -275,6 +281,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
         answer=_event_metrics,
+        example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59",
     ),
 )}
 

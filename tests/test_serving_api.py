@@ -531,3 +531,36 @@ def test_serve_runs_uvicorn_and_never_logs_tokens(tmp_path):
     assert "GET /v0/pipes/event_metrics.json?" in out  # the access log is on...
     assert "limit=5" in out
     assert ADMIN not in out  # ... and never shows a token
+
+
+# ----------------------------------------------------------------------------- docs
+
+API_MD = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+# The Tinybird project's own examples, with only the host changed.
+SEED_EXAMPLES = [
+    'curl -X GET "http://127.0.0.1:8000/v0/pipes/session_metrics.json?token=$TB_ADMIN_TOKEN&start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=day&platform=web"',
+    'curl -X GET "http://127.0.0.1:8000/v0/pipes/user_engagement_time_series.json?token=$TB_ADMIN_TOKEN&start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=hour&event_type=page_view"',
+    'curl -X GET "http://127.0.0.1:8000/v0/pipes/geographic_distribution.json?token=$TB_ADMIN_TOKEN&start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&event_type=page_view"',
+    'curl -X GET "http://127.0.0.1:8000/v0/pipes/active_users.json?token=$TB_ADMIN_TOKEN&start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=hour"',
+    'curl -X GET "http://127.0.0.1:8000/v0/pipes/event_metrics.json?token=$TB_ADMIN_TOKEN&start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59"',
+]
+
+
+def test_api_md_pipe_reference_is_generated_from_the_declarations():
+    from serving.docs import render
+
+    text = API_MD.read_text(encoding="utf-8")
+    assert render(text) == text, "docs/API.md is stale: run `python -m serving.docs`"
+    for pipe in PIPES.values():
+        assert f"### {pipe.name}" in text
+        for p in pipe.params:
+            assert f"| `{p.name}` |" in text
+        for c in pipe.columns:
+            assert f"| `{c.name}` | {c.type} |" in text
+
+
+@pytest.mark.parametrize("line", SEED_EXAMPLES)
+def test_api_md_has_the_seed_examples_verbatim(client, line):
+    assert line in API_MD.read_text(encoding="utf-8")
+    path = line.split('"http://127.0.0.1:8000', 1)[1].rstrip('"').replace("$TB_ADMIN_TOKEN", ADMIN)
+    assert_error(client.get(path), 503)  # valid and authorized (no data in this home)
