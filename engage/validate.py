@@ -123,8 +123,11 @@ def _validation_sql(dialect: Dialect) -> str:
     empty_duration_ok = "TRUE" if dialect is Dialect.CSV else "FALSE"
     return f"""
 WITH rows AS (
-    -- blank lines (also a lone CR) are not rows; a CRLF line ending is not part of the row
-    SELECT line_no, rtrim(raw, chr(13)) AS raw, original FROM lines WHERE ltrim(raw, E' \\t\\r\\n\\f\\v') <> ''
+    -- blank lines (also a lone CR) are not rows; a CRLF line ending is not part of the row.
+    -- (starts_with/ends_with first: they are far cheaper than trimming every line)
+    SELECT line_no, CASE WHEN ends_with(raw, chr(13)) THEN rtrim(raw, chr(13)) ELSE raw END AS raw, original
+    FROM lines
+    WHERE starts_with(raw, '{{') OR NOT regexp_full_match(raw, '\\s*')
 ), checked AS (
     SELECT line_no, raw, original,
            strlen(raw) > {MAX_LINE_BYTES} AS too_long,
