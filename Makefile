@@ -12,8 +12,9 @@ setup: $(VENV)/.installed dbt_project/target/manifest.json
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -c "import dagster, dagster_dbt, dbt.version, duckdb, fastapi" # fail here if the install did not
 	touch $@
 
 # dagster-dbt loads the dbt manifest when the definitions are imported: parse once here.
