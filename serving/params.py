@@ -225,15 +225,12 @@ def parse_pipe_query(pipe: str, params: Sequence[Param], query: Mapping[str, lis
     for p in params:
         given = query.get(p.name) or []
         if p.is_filter:
-            pieces: list[str] = []
+            pieces: dict[str, None] = {}  # ordered, without duplicates
             for raw in given:
-                if raw == "":
-                    continue
-                for v in raw.split(","):
-                    if v not in pieces:
-                        pieces.append(v)
+                if raw != "":
+                    pieces.update(dict.fromkeys(raw.split(",")))
             if pieces:
-                filters[p.name] = pieces
+                filters[p.name] = list(pieces)
             continue
         raw = _last(given)
         if raw is None or raw == "":

@@ -76,7 +76,7 @@ def source_sql(
         where = ["period_start BETWEEN ? AND ?"]
         params += [part.lo, part.hi]
         for col, values in filters.items():
-            where.append(f"{col} IN ({', '.join('?' for _ in values)})")
-            params += values
+            where.append(f"list_contains(?::VARCHAR[], {col})")  # one bound list, however many values
+            params.append(list(values))
         selects.append(f"SELECT {cols} FROM {mart}_{part.grain} WHERE {' AND '.join(where)}")
     return "\nUNION ALL\n".join(selects), params
