@@ -306,6 +306,23 @@ def test_ready_with_a_snapshot_lacking_marts_is_503(settings, client):
 def test_health_needs_no_token_and_no_data(client):
     r = client.get("/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert client.head("/health").status_code == 200
+    assert client.head("/ready").status_code == 503
+
+
+def test_serve_prints_a_generated_admin_token_once(tmp_path, monkeypatch, capsys):
+    import serving.server as server
+
+    runs = []
+    monkeypatch.setattr(server.uvicorn, "run", lambda app, **kw: runs.append(kw))
+    s = Settings(home=tmp_path / "h", admin_token=None)
+    server.serve(port=9, settings=s)
+    out = capsys.readouterr().out
+    token = s.admin_token_path.read_text().strip()
+    assert token in out and oct(s.admin_token_path.stat().st_mode & 0o777) == "0o600"
+    server.serve(port=9, settings=s)
+    assert token not in capsys.readouterr().out  # printed on the first start only
+    assert runs[0]["port"] == 9 and runs[0]["host"] == "127.0.0.1"
 
 
 # ----------------------------------------------------------------------------- headers
@@ -412,7 +429,16 @@ def test_snapshot_file_removed_while_open_keeps_working(settings):
 # ----------------------------------------------------------------------------- error handler
 
 
-def test_unexpected_errors_are_json_500_without_internals(settings, caplog):
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def test_unexpected_errors_are_json_500_without_internals(settings):
     app = create_app(settings)
 
     @app.get("/boom")
@@ -424,12 +450,17 @@ def test_unexpected_errors_are_json_500_without_internals(settings, caplog):
         return {"n": n}
 
     with TestClient(app, raise_server_exceptions=False) as c:
-        with caplog.at_level(logging.ERROR, logger="engage.serving"):
+        handler = _ListHandler()
+        logging.getLogger("engage.serving").addHandler(handler)
+        try:
             r = c.get("/boom?token=abc-secret")
+        finally:
+            logging.getLogger("engage.serving").removeHandler(handler)
         msg = assert_error(r, 500, "X-Request-ID")
         assert "secret" not in r.text and "passwd" not in r.text
         assert UUID_RE.match(r.headers["x-request-id"])
-        assert "RuntimeError" in caplog.text and "abc-secret" not in caplog.text
+        logged = "\n".join(handler.lines)
+        assert "RuntimeError" in logged and r.headers["x-request-id"] in logged and "abc-secret" not in logged
         assert msg
         assert_error(c.get("/typed?n=abc"), 400, "n")
         assert_error(c.get("/typed"), 400, "n")

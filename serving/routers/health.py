@@ -18,12 +18,12 @@ def _json(body: dict, status: int = 200) -> Response:
     return Response(json_bytes(body), status_code=status, media_type="application/json")
 
 
-@router.get("/health", summary="Liveness: the process answers.")
+@router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: the process answers.")
 async def health() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/ready", summary="Readiness: a published snapshot is open and answers a query.")
+@router.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: a published snapshot is open and answers a query.")
 def ready(request: Request, snapshots: SnapshotManager = Depends(get_snapshots)) -> Response:
     try:
         with snapshots.acquire() as snap:
