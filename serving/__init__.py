@@ -14,5 +14,6 @@ Layout:
     logs.py       logging filter that redacts token= values
     deps.py       FastAPI dependencies (settings, snapshots, auth)
     openapi.py    OpenAPI documents (/v0/pipes/openapi.json, /openapi.json)
+    docs.py       the pipe reference of docs/API.md, generated (`python -m serving.docs`)
     routers/      health.py, pipes.py (events.py: the events API, to come)
 """
