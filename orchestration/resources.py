@@ -28,7 +28,15 @@ class EngageResource(ConfigurableResource):
         return settings
 
 
+def _dbt_on_path() -> None:
+    """dagster-dbt looks for `dbt` on PATH; make it the one of this interpreter's virtualenv."""
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+
+
 def build_dbt_project() -> DbtProject:
+    _dbt_on_path()
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     project.prepare_if_dev()
     if not project.manifest_path.exists():
@@ -38,10 +46,8 @@ def build_dbt_project() -> DbtProject:
 
 
 def build_dbt_resource(project: DbtProject) -> DbtCliResource:
-    # The dbt next to this interpreter (the project's virtualenv), whatever PATH says.
-    beside_python = Path(sys.executable).parent / "dbt"
-    executable = str(beside_python) if beside_python.exists() else (shutil.which("dbt") or "dbt")
-    return DbtCliResource(project_dir=project, dbt_executable=executable)
+    _dbt_on_path()
+    return DbtCliResource(project_dir=project, dbt_executable=shutil.which("dbt") or "dbt")
 
 
 def build_engage_resource() -> EngageResource:
