@@ -30,6 +30,7 @@ CHUNK_BYTES = 8 * 1024 * 1024
 CSV_BATCH_ROWS = 50_000
 PARQUET_BATCH_ROWS = 65_536
 INDEX_FILE = "landing_index.json"
+REJECTED_DIR = "rejected"  # under state/: quarantine records written by the Events API
 
 
 class UnreadableFile(Exception):
@@ -107,6 +108,12 @@ class LandingIndex:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.entries))
         os.replace(tmp, self.path)
+
+
+def pending_rejected(settings: Settings) -> list[Path]:
+    """Rejected-row files from the Events API waiting to be moved into the quarantine table."""
+    folder = settings.state_dir / REJECTED_DIR
+    return sorted(p for p in folder.glob("*.ndjson")) if folder.exists() else []
 
 
 def sha256_of(path: Path) -> str:

@@ -20,11 +20,11 @@ from engage.db import one
 import pyarrow as pa
 
 from engage import faults
-from engage.landing import LandingIndex, read_batches, sha256_of
+from engage.landing import REJECTED_DIR, LandingIndex, pending_rejected, read_batches, sha256_of
 from engage.logs import log_event
 from engage.schema import COLUMN_NAMES, DDL, LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
 from engage.settings import Settings
-from engage.validate import Dialect, LineBatch, describe_json_error, validate
+from engage.validate import INVALID_JSON, Dialect, LineBatch, refine_error, validate
 
 logger = logging.getLogger("engage.loader")
 
@@ -104,14 +104,14 @@ def insert_batch(
         con.execute(f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, ? FROM _validated WHERE error IS NULL", [batch_id])
     con.execute(
         f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, error, ?, now() FROM _validated "
-        "WHERE error IS NOT NULL AND error <> 'row: invalid JSON'",
-        [source, batch_id],
+        "WHERE error IS NOT NULL AND error <> ?",
+        [source, batch_id, INVALID_JSON],
     )
-    bad_json = con.execute("SELECT line_no, raw FROM _validated WHERE error = 'row: invalid JSON'").fetchall()
+    bad_json = con.execute("SELECT line_no, raw, error FROM _validated WHERE error = ?", [INVALID_JSON]).fetchall()
     if bad_json:
         con.executemany(
             f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, ?, ?, ?, now())",
-            [(source, n, raw, describe_json_error(raw), batch_id) for n, raw in bad_json],
+            [(source, n, raw, refine_error(raw, err), batch_id) for n, raw, err in bad_json],
         )
     loaded, quarantined = one(con, 
         "SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER (WHERE error IS NOT NULL) FROM _validated"
@@ -178,6 +178,43 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: s
     return result
 
 
+def load_rejected_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str) -> FileResult:
+    """Move the quarantine records of one rejected file (from the Events API) into quarantine."""
+    started = time.perf_counter()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        batch_id = next_batch_id(con)
+        con.execute(
+            f"INSERT INTO {QUARANTINE_TABLE} SELECT source, line_number, raw_text, error, ?, now() "
+            "FROM read_json(?, format='newline_delimited', columns={'source': 'VARCHAR', "
+            "'line_number': 'BIGINT', 'raw_text': 'VARCHAR', 'error': 'VARCHAR'})",
+            [batch_id, str(path)],
+        )
+        count = one(con, f"SELECT count(*) FROM {QUARANTINE_TABLE} WHERE _batch_id = ?", [batch_id])[0]
+        con.execute(
+            f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, 0, ?, now(), NULL)",
+            [batch_id, sha256, source, path.stat().st_size, count],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return FileResult(source, sha256, "loaded", batch_id, 0, count, time.perf_counter() - started)
+
+
+def load_rejected(settings: Settings, con: duckdb.DuckDBPyConnection, summary: LoadSummary) -> None:
+    """Rejected files are consumed: removed once their records are committed (or were already)."""
+    for path in pending_rejected(settings):
+        source = f"{REJECTED_DIR}/{path.name}"
+        sha256 = sha256_of(path)
+        if one(con, f"SELECT 1 FROM {LEDGER_TABLE} WHERE content_sha256 = ?", [sha256]) is None:
+            result = load_rejected_file(con, path, sha256, source)
+            summary.files.append(result)
+            log_event(logger, "rejected_rows_quarantined", file=source, batch_id=result.batch_id,
+                      rows_quarantined=result.rows_quarantined)
+        path.unlink()
+
+
 def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = None) -> LoadSummary:
     """Load every landing file not processed yet. The caller holds the refresh lock."""
     started = time.perf_counter()
@@ -211,6 +248,7 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
             summary.files.append(result)
             index.mark(path, sha256)
             index.save()
+        load_rejected(settings, con, summary)
     finally:
         if own:
             con.close()

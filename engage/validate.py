@@ -234,6 +234,14 @@ def validate(con: duckdb.DuckDBPyConnection, batch: LineBatch, dialect: Dialect 
     return rel
 
 
+INVALID_JSON = "row: invalid JSON"
+
+
+def refine_error(raw: str, error: str) -> str:
+    """The final message of a rejected row: invalid JSON gets the parser's precise reason."""
+    return describe_json_error(raw) if error == INVALID_JSON else error
+
+
 def describe_json_error(raw: str) -> str:
     """A precise message for a line that is not valid JSON (computed only for the rare bad rows)."""
     try:

@@ -6,7 +6,7 @@ import hashlib
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
-from engage.landing import LandingIndex, file_key
+from engage.landing import REJECTED_DIR, LandingIndex, file_key, pending_rejected
 from engage.settings import Settings
 from orchestration.jobs import refresh_job
 
@@ -14,12 +14,16 @@ from orchestration.jobs import refresh_job
 def pending_batch_key(settings: Settings) -> tuple[str | None, int]:
     """A key naming the current set of pending files (path, size, mtime), and how many there are."""
     index = LandingIndex(settings)
-    pending = index.pending()
+    pending = [(index.relative(p), p) for p in index.pending()]
+    pending += [(f"{REJECTED_DIR}/{p.name}", p) for p in pending_rejected(settings)]
     if not pending:
         return None, 0
     digest = hashlib.sha256()
-    for path in pending:
-        digest.update(f"{index.relative(path)}\0{file_key(path)}\n".encode())
+    for name, path in pending:
+        try:
+            digest.update(f"{name}\0{file_key(path)}\n".encode())
+        except FileNotFoundError:
+            continue  # consumed by a running load meanwhile
     return digest.hexdigest()[:32], len(pending)
 
 

@@ -15,11 +15,11 @@ from serving.errors import install_error_handlers
 from serving.logs import install_redaction
 from serving.middleware import EngageHeaders
 from serving.openapi import app_openapi
-from serving.routers import health, pipes
+from serving.routers import events, health, pipes
 from serving.snapshots import SnapshotManager
 
-# Routers, one per area. The events API (routers/events.py) joins here when it exists.
-ROUTERS = (health.router, pipes.router)
+# Routers, one per area.
+ROUTERS = (health.router, pipes.router, events.router)
 
 DESCRIPTION = """Exact user-engagement analytics with a Tinybird-compatible API.
 
