@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from orchestration.assets.dbt import dbt_project, engage_dbt_models
+from orchestration.assets.dbt import engage_dbt_models
 from orchestration.assets.ingest import load_landing_files
 from orchestration.assets.publish import published_snapshot
 from orchestration.jobs import rebuild_job, refresh_job
-from orchestration.resources import build_dbt_resource, build_engage_resource
+from orchestration.resources import build_engage_resource
 from orchestration.schedules import daily_rebuild_schedule
 from orchestration.sensors import landing_sensor
 
@@ -18,7 +18,6 @@ defs = Definitions(
     sensors=[landing_sensor],
     schedules=[daily_rebuild_schedule],
     resources={
-        "dbt": build_dbt_resource(dbt_project),
         "engage": build_engage_resource(),
     },
 )

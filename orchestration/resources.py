@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from dagster import ConfigurableResource
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtProject
 
 from engage.settings import Settings
 
@@ -43,11 +42,6 @@ def build_dbt_project() -> DbtProject:
         # A fresh checkout outside `dagster dev` (tests, `engage ingest`): parse once.
         project.preparer.prepare(project)
     return project
-
-
-def build_dbt_resource(project: DbtProject) -> DbtCliResource:
-    _dbt_on_path()
-    return DbtCliResource(project_dir=project, dbt_executable=shutil.which("dbt") or "dbt")
 
 
 def build_engage_resource() -> EngageResource:

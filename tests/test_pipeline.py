@@ -9,8 +9,8 @@ import pytest
 from edge_data import edge_case_events, split_into_files, write_ndjson
 
 from engage.loader import connect_warehouse, load_pending
+from engage.settings import Settings
 from engage.snapshots import PUBLISHED_MARTS, current_snapshot
-from orchestration.resources import DBT_PROJECT_DIR
 
 # Every mart with user_key translated back to user_id (keys are assigned in load order, so an
 # incremental build and a full rebuild may number users differently).
@@ -29,11 +29,11 @@ MART_MEASURES = {
 
 
 def dbt_invoke(command: str, *args: str) -> None:
-    from dbt.cli.main import dbtRunner
+    """The real dbt, in this process, as the refresh job runs it."""
+    from orchestration.assets.dbt import dbt_project
+    from orchestration.dbt_runner import invoke_dbt
 
-    result = dbtRunner().invoke(
-        [command, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet", *args]
-    )
+    result = invoke_dbt(dbt_project, [command, *args], Settings().state_dir / "dbt_target")
     assert result.success, result.exception or [r.message for r in result.result if r.status not in ("pass", "success")]
 
 
