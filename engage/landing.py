@@ -189,6 +189,11 @@ def read_json_lines(path: Path, gz: bool) -> Iterator[LineBatch]:
         yield from _LineBlocks(stream).batches()
 
 
+def _printable(text: str) -> str:
+    """Text read with ``surrogateescape`` as valid UTF-8: invalid bytes become ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_csv_rows(path: Path, gz: bool) -> Iterator[LineBatch]:
     """RFC 4180 CSV with a header row; each row becomes a JSON object of strings for the validator."""
     with _open_binary(path, gz) as raw:
@@ -205,7 +210,7 @@ def read_csv_rows(path: Path, gz: bool) -> Iterator[LineBatch]:
         if header is None:
             return
         consumed.clear()
-        header = [h.strip().lstrip("\ufeff") for h in header]
+        header = [_printable(h.strip().lstrip("\ufeff")) for h in header]
         batch = LineBatch(line_numbers=[], texts=[], originals=[])
         line_no = reader.line_num
         for row in reader:
