@@ -195,42 +195,74 @@ def _printable(text: str) -> str:
 
 
 def read_csv_rows(path: Path, gz: bool) -> Iterator[LineBatch]:
-    """RFC 4180 CSV with a header row; each row becomes a JSON object of strings for the validator."""
+    """RFC 4180 CSV with a header row; each row becomes a JSON object of strings for the validator.
+
+    Lines are read at most MAX_LINE_BYTES characters at a time, so memory stays bounded: a longer
+    line is skipped to its end and its row quarantined by its start, like an over-long NDJSON line.
+    """
     with _open_binary(path, gz) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         consumed: list[str] = []
+        overlong: list[int] = []  # bytes of each over-long line of the current record
 
         def lines():
-            for line in text:
+            while line := text.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES and line[-1] not in "\r\n":
+                    size, tail = len(line.encode("utf-8", "surrogateescape")), line
+                    while tail[-1] not in "\r\n" and (tail := text.readline(CHUNK_BYTES)):
+                        size += len(tail.encode("utf-8", "surrogateescape"))
+                    size -= len(tail) - len(tail.rstrip("\r\n"))  # the line ending is not part of the line
+                    overlong.append(size)
+                    consumed.append(f"{line[:MAX_LINE_BYTES]}…[truncated: the line is {size} bytes]")
+                    yield "\n"  # the csv reader never sees the line
+                    continue
                 consumed.append(line)
                 yield line
 
+        def too_long() -> str:
+            size = max(overlong)
+            overlong.clear()
+            return f"line is {size} bytes, over the {MAX_LINE_BYTES}-byte limit"
+
+        batch = LineBatch(line_numbers=[], texts=[], originals=[])
         reader = csv.reader(lines(), strict=False)
         header = next(reader, None)
         if header is None:
             return
+        if overlong:
+            batch.rejected.append((1, _printable("".join(consumed)), "header: " + too_long()))
         consumed.clear()
         header = [_printable(h.strip().lstrip("\ufeff")) for h in header]
-        batch = LineBatch(line_numbers=[], texts=[], originals=[])
         line_no = reader.line_num
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+                error = None
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a quoted field over the csv module's field size limit
+                row, error = None, f"row: not valid CSV ({exc})"
             start = line_no + 1
             line_no = reader.line_num
             original = "".join(consumed).rstrip("\r\n")
             consumed.clear()
-            if not row or (len(row) == 1 and not row[0].strip()):
+            if overlong:
+                error = "row: " + too_long()
+            elif error is None and (not row or (len(row) == 1 and not row[0].strip())):
                 continue  # blank line
-            try:
-                original.encode("utf-8")
-            except UnicodeEncodeError:
-                bad = original.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                batch.rejected.append((start, bad, "invalid UTF-8: the row must be UTF-8 text"))
-                continue
-            record = {name: value for name, value in zip(header, row) if name}
-            batch.line_numbers.append(start)  # type: ignore[union-attr]
-            batch.texts.append(orjson.dumps(record).decode())
-            batch.originals.append(original)  # type: ignore[union-attr]
-            if len(batch.texts) >= CSV_BATCH_ROWS:
+            if error is None:
+                try:
+                    original.encode("utf-8")
+                except UnicodeEncodeError:
+                    error = "invalid UTF-8: the row must be UTF-8 text"
+            if error is not None:
+                batch.rejected.append((start, _printable(original), error))
+            else:
+                record = {name: value for name, value in zip(header, row) if name}
+                batch.line_numbers.append(start)  # type: ignore[union-attr]
+                batch.texts.append(orjson.dumps(record).decode())
+                batch.originals.append(original)  # type: ignore[union-attr]
+            if len(batch.texts) + len(batch.rejected) >= CSV_BATCH_ROWS:
                 yield batch
                 batch = LineBatch(line_numbers=[], texts=[], originals=[])
         if batch.texts or batch.rejected:
