@@ -255,6 +255,9 @@ def read_csv_rows(path: Path, gz: bool) -> Iterator[LineBatch]:
                     original.encode("utf-8")
                 except UnicodeEncodeError:
                     error = "invalid UTF-8: the row must be UTF-8 text"
+            if error is None and original.count('"') % 2:
+                error = ('row: unbalanced double quote: a quoted field is never closed (RFC 4180: enclose '
+                         'a field in double quotes and double every quote inside it)')
             if error is not None:
                 batch.rejected.append((start, _printable(original), error))
             else:
