@@ -272,6 +272,24 @@ def read_csv_rows(path: Path, gz: bool) -> Iterator[LineBatch]:
             yield batch
 
 
+def _parquet_value(value):
+    """JSON for the values orjson has no type for: a binary column (BYTE_ARRAY without the UTF8
+    annotation, as some writers store strings) is UTF-8 text; anything else (decimal, time…) its text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # invalid UTF-8 raises: the row is quarantined
+    return str(value)
+
+
+def _parquet_row_error(row: dict, exc: Exception) -> str:
+    for name, value in row.items():
+        if isinstance(value, bytes):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"{name}: invalid UTF-8 at byte {bad.start}: the row must be UTF-8 text"
+    return f"row: cannot be read as a JSON object ({exc})"
+
+
 def read_parquet_rows(path: Path) -> Iterator[LineBatch]:
     """Parquet rows as JSON objects; native timestamps become UTC 'YYYY-MM-DD HH:MM:SS' strings."""
     import pyarrow as pa
@@ -290,9 +308,19 @@ def read_parquet_rows(path: Path) -> Iterator[LineBatch]:
                 column = pc.strftime(column.cast(pa.timestamp("s")), "%Y-%m-%d %H:%M:%S")
             columns[name] = column
         rows = pa.table(columns).to_pylist()
-        texts = [orjson.dumps(r, default=str).decode() for r in rows]
-        yield LineBatch(range(row_no, row_no + len(texts)), texts)
-        row_no += len(texts)
+        try:
+            texts = [orjson.dumps(r, default=_parquet_value).decode() for r in rows]
+            batch = LineBatch(range(row_no, row_no + len(texts)), texts)
+        except orjson.JSONEncodeError:  # rare: find the rows that cannot be JSON and quarantine them
+            batch = LineBatch()
+            for n, row in enumerate(rows, row_no):
+                try:
+                    batch.texts.append(orjson.dumps(row, default=_parquet_value).decode())
+                    batch.line_numbers.append(n)  # type: ignore[union-attr]
+                except orjson.JSONEncodeError as exc:
+                    batch.rejected.append((n, repr(row)[:MAX_LINE_BYTES], _parquet_row_error(row, exc)))
+        yield batch
+        row_no += len(rows)
 
 
 def read_batches(path: Path) -> tuple[Dialect, Iterator[LineBatch]]:
