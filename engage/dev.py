@@ -36,7 +36,16 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl-C, and also a plain `kill` or a closed terminal, stop everything this started (a shell
+    # starts background jobs with SIGINT ignored: restore it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     settings = Settings()
     settings.ensure_dirs()
     ensure_dagster_home(settings)
