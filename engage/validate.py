@@ -30,6 +30,9 @@ class Dialect(str, Enum):
 
 
 TIMESTAMP_FORMS = "'YYYY-MM-DD HH:MM:SS', ISO 8601 ('2025-01-15T10:30:45.123+02:00') or Unix epoch seconds"
+# Years 1 to 9999 (what Python, Arrow and the API's date parameters represent): a year 0, a BC date
+# from a negative epoch or a year 10000 from an offset is an error, not a row that breaks readers later.
+TIMESTAMP_MIN, TIMESTAMP_MAX = "0001-01-01 00:00:00", "9999-12-31 23:59:59"
 _TIMESTAMP_RE = r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?$"
 
 
@@ -183,6 +186,8 @@ SELECT line_no, coalesce(original, raw) AS raw,
         WHEN ts_value IS NULL OR bad_offset THEN 'timestamp: ' || left(j_timestamp, 60)
              || ' is not a valid UTC date-time; use {timestamp_forms}'
              || CASE WHEN {epoch_allowed} THEN '' ELSE ' (epoch numbers are not accepted in CSV)' END
+        WHEN NOT ts_value BETWEEN TIMESTAMP '{TIMESTAMP_MIN}' AND TIMESTAMP '{TIMESTAMP_MAX}' THEN 'timestamp: '
+             || left(j_timestamp, 60) || ' is out of range: UTC date-times from {TIMESTAMP_MIN} to {TIMESTAMP_MAX} are accepted'
         {" ".join(required_checks)}
         WHEN duration_value IS NULL OR duration_value > {UINT32_MAX} THEN 'duration: ' || left(j_duration, 60)
              || ' is not a whole number of seconds from 0 to {UINT32_MAX} (a JSON integer or a string of digits)'
