@@ -27,7 +27,7 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
 def _stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
+            os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the whole group
     deadline = time.time() + 15
     for p in procs:
         try:
