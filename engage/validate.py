@@ -50,12 +50,18 @@ class LineBatch:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, raw text, error)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def split_lines(data: bytes, first_line_number: int = 1) -> tuple[LineBatch, int]:
     """Split a block of whole lines. Returns the batch and the number of lines consumed.
 
-    A final line without a newline is a row. The common case (valid UTF-8) costs one decode and
-    one split; only a block with invalid UTF-8 is decoded line by line.
+    A final line without a newline is a row. A UTF-8 byte order mark at the start of the input
+    (the block holding line 1) is not part of the first row. The common case (valid UTF-8) costs
+    one decode and one split; only a block with invalid UTF-8 is decoded line by line.
     """
+    if first_line_number == 1 and data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
     if not data:
         return LineBatch(), 0
     try:
