@@ -160,7 +160,7 @@ WITH rows AS (
         CASE WHEN {is_missing("duration")} THEN 0::UBIGINT
              WHEN regexp_full_match(j_duration, '[0-9]{{1,20}}') THEN try_cast(j_duration AS UBIGINT)
              WHEN left(j_duration, 1) = '"' AND s_duration = '' AND {empty_duration_ok} THEN 0::UBIGINT
-             WHEN left(j_duration, 1) = '"' AND regexp_full_match(s_duration, '[0-9]{{1,20}}')
+             WHEN left(j_duration, 1) = '"' AND regexp_full_match(s_duration, '0*[0-9]{{1,20}}')  -- "0042" is 42
                 THEN try_cast(s_duration AS UBIGINT)
         END AS duration_value
     FROM fields
