@@ -11,29 +11,16 @@ numbers in the request body.
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import orjson
 
 from engage.landing import REJECTED_DIR
 from engage.settings import Settings
-from engage.validate import Dialect, refine_error, split_lines, validate
-
-_local = threading.local()
-
-
-def _validation_connection() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB per thread, for validation only."""
-    con = getattr(_local, "con", None)
-    if con is None:
-        con = _local.con = duckdb.connect(config={"threads": 1})
-    return con
-
+from engage.validate import Dialect, refine_error, split_lines, validate, validation_connection
 
 @dataclass
 class AcceptedBatch:
@@ -68,7 +55,7 @@ def write_immutable(path: Path, data: bytes, durable: bool) -> None:
 def accept_events(settings: Settings, body: bytes, request_id: str, durable: bool) -> AcceptedBatch:
     """Validate an NDJSON body and persist it: valid rows to landing, invalid ones to rejected/."""
     batch, _ = split_lines(body)
-    rows = validate(_validation_connection(), batch, Dialect.JSON).fetch_arrow_table().select(["line_no", "raw", "error"])
+    rows = validate(validation_connection(), batch, Dialect.JSON).fetch_arrow_table().select(["line_no", "raw", "error"])
     line_numbers, raws, errors = (rows.column(i).to_pylist() for i in range(3))
     valid = [raw for raw, err in zip(raws, errors) if err is None]
     stamp = datetime.now(timezone.utc)

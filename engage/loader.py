@@ -18,13 +18,15 @@ import duckdb
 
 from engage.db import one
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from engage import faults
 from engage.landing import REJECTED_DIR, LandingIndex, pending_rejected, read_batches, sha256_of
 from engage.logs import log_event
 from engage.schema import COLUMN_NAMES, DDL, LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
 from engage.settings import Settings
-from engage.validate import INVALID_JSON, Dialect, LineBatch, refine_error, validate
+from engage.validate import INVALID_JSON, refine_error, validate, validation_connection
 
 logger = logging.getLogger("engage.loader")
 
@@ -77,94 +79,101 @@ def connect_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
     """Open the warehouse (the pipeline is its only writer) and make sure the raw tables exist."""
     settings.ensure_dirs()
     con = duckdb.connect(str(settings.warehouse_path))
+    # Bounded memory however large the file: DuckDB spills to disk past the limit.
+    con.execute("SET memory_limit = ?", [settings.pipeline_memory_limit])
     con.execute(DDL)
     return con
 
 
-def insert_batch(
-    con: duckdb.DuckDBPyConnection,
-    batch: LineBatch,
-    dialect: Dialect,
-    batch_id: int,
-    source: str,
-    reject_all: str | None = None,
-) -> tuple[int, int]:
-    """Validate one batch and write its rows: valid ones to raw, the others to quarantine.
+@dataclass
+class StagedFile:
+    """A file's validated rows, written to a Parquet staging file outside the warehouse."""
 
-    With ``reject_all`` every row goes to quarantine with that reason (a file that could not be
-    read whole). Returns (rows loaded, rows quarantined).
+    path: Path | None = None  # None when the file had no rows
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    last_line: int = 0
+    read_error: str | None = None
+
+
+def _refined(table: pa.Table) -> pa.Table:
+    """Invalid-JSON rows get the parser's precise reason (computed only for those rare rows)."""
+    errors = table.column("error").to_pylist() if INVALID_JSON in set(table.column("error").unique().to_pylist()) else None
+    if errors is None:
+        return table
+    raws = table.column("raw").to_pylist()
+    fixed = [refine_error(r, e) if e == INVALID_JSON else e for r, e in zip(raws, errors)]
+    return table.set_column(table.schema.get_field_index("error"), "error", pa.array(fixed, table.schema.field("error").type))
+
+
+def stage_file(path: Path, staging: Path) -> StagedFile:
+    """Read and validate a landing file chunk by chunk into `staging` (Parquet), bounded memory.
+
+    Staging keeps the warehouse transaction to one large INSERT per table, which DuckDB writes
+    optimistically to disk: many small inserts in one transaction would be held in memory.
     """
-    rel = validate(con, batch, dialect)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _validated AS {rel.sql_query()}")
-    if reject_all is not None:
-        con.execute(
-            "UPDATE _validated SET error = ? || coalesce('; the row itself: ' || error, '')", [reject_all]
-        )
-    else:
-        con.execute(f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, ? FROM _validated WHERE error IS NULL", [batch_id])
-    con.execute(
-        f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, error, ?, now() FROM _validated "
-        "WHERE error IS NOT NULL AND error <> ?",
-        [source, batch_id, INVALID_JSON],
-    )
-    bad_json = con.execute("SELECT line_no, raw, error FROM _validated WHERE error = ?", [INVALID_JSON]).fetchall()
-    if bad_json:
-        con.executemany(
-            f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, ?, ?, ?, now())",
-            [(source, n, raw, refine_error(raw, err), batch_id) for n, raw, err in bad_json],
-        )
-    loaded, quarantined = one(con, 
-        "SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER (WHERE error IS NOT NULL) FROM _validated"
-    )
-    con.execute("DROP TABLE _validated")
-    return loaded, quarantined
+    staged = StagedFile()
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    try:
+        dialect, batches = read_batches(path)
+        for batch in batches:
+            table = _refined(validate(validation_connection(), batch, dialect).fetch_arrow_table())
+            if len(table) == 0:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(staging, table.schema, compression="lz4")
+                staged.path = staging
+            writer.write_table(table)
+            errors = table.column("error")
+            staged.rows_loaded += errors.null_count
+            staged.rows_quarantined += len(errors) - errors.null_count
+            staged.last_line = max(staged.last_line, pc.max(table.column("line_no")).as_py())
+    except READ_ERRORS as exc:
+        staged.read_error = f"file: cannot be read to its end ({type(exc).__name__}: {exc})"
+    finally:
+        if writer is not None:
+            writer.close()
+    return staged
 
 
 def next_batch_id(con: duckdb.DuckDBPyConnection) -> int:
     return one(con, f"SELECT coalesce(max(batch_id), 0) + 1 FROM {LEDGER_TABLE}")[0]
 
 
-def _load_rows(con, path: Path, batch_id: int, source: str, reject_all: str | None = None) -> tuple[int, int]:
-    dialect, batches = read_batches(path)
-    loaded = quarantined = 0
-    for batch in batches:
-        l, q = insert_batch(con, batch, dialect, batch_id, source, reject_all)
-        loaded += l
-        quarantined += q
-    return loaded, quarantined
-
-
-def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str) -> FileResult:
-    """Load one file in one transaction with its ledger row."""
+def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str, staging_dir: Path) -> FileResult:
+    """Load one file: stage it, then commit its rows, its quarantine and its ledger row together."""
     started = time.perf_counter()
     result = FileResult(source, sha256, "loaded")
+    staging = staging_dir / f"{sha256}.parquet"
+    staging.unlink(missing_ok=True)
+    staged = stage_file(path, staging)
+    staged_rows = f"read_parquet('{staging}')"
     con.execute("BEGIN TRANSACTION")
     try:
         result.batch_id = batch_id = next_batch_id(con)
-        try:
-            result.rows_loaded, result.rows_quarantined = _load_rows(con, path, batch_id, source)
-        except READ_ERRORS as exc:
+        if staged.read_error is None:
+            result.rows_loaded, result.rows_quarantined = staged.rows_loaded, staged.rows_quarantined
+            if staged.path is not None:
+                con.execute(f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, ? FROM {staged_rows} WHERE error IS NULL", [batch_id])
+                con.execute(
+                    f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, error, ?, now() FROM {staged_rows} "
+                    "WHERE error IS NOT NULL", [source, batch_id])
+        else:
             # Unreadable past some point: load none of it (a repaired copy can then load whole),
             # quarantine every row that could be read, plus one entry for the unreadable rest.
-            con.execute("ROLLBACK")
-            con.execute("BEGIN TRANSACTION")
-            result.status = "unreadable"
-            result.error = f"file: cannot be read to its end ({type(exc).__name__}: {exc})"
-            reason = result.error + "; none of its rows were loaded: repair the file and drop it in the landing folder again"
-            try:
-                _, readable = _load_rows(con, path, batch_id, source, reject_all=reason)
-            except READ_ERRORS:
-                readable = one(con, 
-                    f"SELECT count(*) FROM {QUARANTINE_TABLE} WHERE _batch_id = ?", [batch_id]
-                )[0]
-            last_line = one(con, 
-                f"SELECT coalesce(max(line_number), 0) FROM {QUARANTINE_TABLE} WHERE _batch_id = ?", [batch_id]
-            )[0]
+            result.status, result.error = "unreadable", staged.read_error
+            reason = staged.read_error + "; none of its rows were loaded: repair the file and drop it in the landing folder again"
+            if staged.path is not None:
+                con.execute(
+                    f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, ? || coalesce('; the row itself: ' || error, ''), "
+                    f"?, now() FROM {staged_rows}", [source, reason, batch_id])
             con.execute(
                 f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, '', ?, ?, now())",
-                [source, last_line + 1, reason + " (the unreadable rest of the file)", batch_id],
+                [source, staged.last_line + 1, reason + " (the unreadable rest of the file)", batch_id],
             )
-            result.rows_loaded, result.rows_quarantined = 0, readable + 1
+            result.rows_loaded = 0
+            result.rows_quarantined = staged.rows_loaded + staged.rows_quarantined + 1
         faults.point("load_before_commit")
         con.execute(
             f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, ?, ?, now(), ?)",
@@ -174,6 +183,8 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: s
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    finally:
+        staging.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -222,6 +233,9 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
     con = con or connect_warehouse(settings)
     summary = LoadSummary()
     index = LandingIndex(settings)
+    staging_dir = settings.state_dir / "staging"
+    for leftover in staging_dir.glob("*.parquet"):
+        leftover.unlink()  # from a load that crashed; the lock says none is running now
     try:
         pending = index.pending()
         log_event(logger, "load_started", files_pending=len(pending))
@@ -233,7 +247,7 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
                 result = FileResult(source, sha256, "duplicate")
                 log_event(logger, "file_skipped_duplicate", file=source, same_content_as=known[0])
             else:
-                result = load_file(con, path, sha256, source)
+                result = load_file(con, path, sha256, source, staging_dir)
                 log_event(
                     logger,
                     "file_loaded" if result.status == "loaded" else "file_unreadable",

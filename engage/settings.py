@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     snapshots_keep: int = Field(3, ge=1, description="Published snapshots kept on disk.")
     sensor_interval_seconds: int = Field(5, ge=1, description="How often the landing sensor looks.")
     max_event_body_bytes: int = Field(10 * 1024 * 1024, description="Largest /v0/events body (413 beyond).")
+    pipeline_memory_limit: str = Field("2GB", description="DuckDB memory limit of the loader and publisher (they spill beyond it).")
     documentation_url: str = Field("docs/API.md", description="Where error responses point.")
 
     @property

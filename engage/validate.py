@@ -12,6 +12,7 @@ valid, else a message naming the field and the accepted form).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -208,6 +209,16 @@ FROM timestamps
 
 
 _SQL = {d: _validation_sql(d) for d in Dialect}
+_local = threading.local()
+
+
+def validation_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB per thread, for validation only: it never holds the warehouse, and a
+    loader's long transaction keeps none of the validation's intermediate data."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect(config={"threads": 2})
+    return con
 VALID_COLUMNS_SQL = ", ".join(f'"{n}"' for n in COLUMN_NAMES)
 
 
