@@ -110,9 +110,13 @@ def _validation_sql(dialect: Dialect) -> str:
             f"WHEN 't' THEN 'a boolean' WHEN 'f' THEN 'a boolean' ELSE 'a number' END"
         )
 
-    # A string column accepts a JSON string, or a JSON integer (kept as its decimal text).
+    # A string column accepts a JSON string, or a JSON integer (kept as its decimal text);
+    # computed once per field in the `strings` CTE as str_<field>.
+    def string_expression(n: str) -> str:
+        return f"CASE WHEN left(j_{n}, 1) = '\"' THEN s_{n} WHEN {is_int(n)} THEN s_{n} END AS str_{n}"
+
     def string_value(n: str) -> str:
-        return f"CASE WHEN left(j_{n}, 1) = '\"' OR {is_int(n)} THEN s_{n} END"
+        return f"str_{n}"
 
     required_checks = []
     for n in REQUIRED_STRINGS:
@@ -152,6 +156,9 @@ WITH rows AS (
 ), fields AS (
     SELECT line_no, raw, original, too_long, is_json, is_object, {field_columns}
     FROM objects
+), strings AS (
+    SELECT *, {", ".join(string_expression(n) for n in (*REQUIRED_STRINGS, *OPTIONAL_STRINGS))}
+    FROM fields
 ), typed AS (
     SELECT *,
         CASE WHEN left(j_timestamp, 1) = '"'
@@ -164,7 +171,7 @@ WITH rows AS (
              WHEN left(j_duration, 1) = '"' AND regexp_full_match(s_duration, '0*[0-9]{{1,20}}')  -- "0042" is 42
                 THEN try_cast(s_duration AS UBIGINT)
         END AS duration_value
-    FROM fields
+    FROM strings
 ), offsets AS (
     SELECT *,
         -- '+05:45' -> 345 minutes; hours above 23 or minutes above 59 make the offset invalid
