@@ -55,7 +55,7 @@ def write_immutable(path: Path, data: bytes, durable: bool) -> None:
 def accept_events(settings: Settings, body: bytes, request_id: str, durable: bool) -> AcceptedBatch:
     """Validate an NDJSON body and persist it: valid rows to landing, invalid ones to rejected/."""
     batch, _ = split_lines(body)
-    rows = validate(validation_connection(), batch, Dialect.JSON).fetch_arrow_table().select(["line_no", "raw", "error"])
+    rows = validate(validation_connection(), batch, Dialect.JSON).to_arrow_table().select(["line_no", "raw", "error"])
     line_numbers, raws, errors = (rows.column(i).to_pylist() for i in range(3))
     valid = [raw for raw, err in zip(raws, errors) if err is None]
     stamp = datetime.now(timezone.utc)

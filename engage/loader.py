@@ -118,7 +118,7 @@ def stage_file(path: Path, staging: Path) -> StagedFile:
     try:
         dialect, batches = read_batches(path)
         for batch in batches:
-            table = _refined(validate(validation_connection(), batch, dialect).fetch_arrow_table())
+            table = _refined(validate(validation_connection(), batch, dialect).to_arrow_table())
             if len(table) == 0:
                 continue
             if writer is None:
