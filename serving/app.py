@@ -10,6 +10,7 @@ from fastapi import FastAPI
 import engage
 from engage.settings import Settings
 from serving.auth import TokenStore
+from serving.cache import ResultCache
 from serving.deps import default_settings
 from serving.errors import install_error_handlers
 from serving.logs import install_redaction
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.snapshots = snapshots
     app.state.tokens = tokens
+    app.state.result_cache = ResultCache()
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -32,6 +32,7 @@ from serving.params import (
     buckets,
     parse_pipe_query,
 )
+from serving import fastpath
 from serving.query import source_sql
 
 Cursor = duckdb.DuckDBPyConnection
@@ -226,7 +227,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             _UNIQUE_USERS,
             Column("avg_duration", "Nullable(Float64)", "Average event duration, seconds (null without events)."),
         ),
-        answer=_user_engagement_time_series,
+        answer=fastpath.engagement(_user_engagement_time_series),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=hour&event_type=page_view",
     ),
     Pipe(
@@ -242,7 +243,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             Column("platform", "String", "Platform.", when="segment_by_platform=true"),
             Column("active_users", "UInt64", "Exact number of distinct user_id."),
         ),
-        answer=_active_users,
+        answer=fastpath.active_users(_active_users),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=hour",
         select_columns=lambda q: ("time_bucket", "active_users") + (("platform",) if q.segment_by_platform else ()),
     ),

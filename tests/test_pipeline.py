@@ -19,12 +19,16 @@ MART_DIMENSIONS = {
     "user_engagement": ["user_id", "event_type", "platform", "device", "country"],
     "active_users": ["user_id", "event_type", "platform", "country"],
     "geographic_distribution": ["user_id", "event_type", "platform", "device", "country", "region", "city"],
+    "engagement": ["grain", "filter_dim", "filter_value"],  # engagement_cube
+    "activity": ["grain", "platform", "filter_dim", "filter_value"],  # activity_cube
 }
 MART_MEASURES = {
     "session_metrics": ["session_count", "bounced_sessions", "duration_sum"],
     "user_engagement": ["event_count", "duration_sum"],
     "active_users": [],
     "geographic_distribution": ["event_count", "duration_sum"],
+    "engagement": ["event_count", "duration_sum", "unique_users"],
+    "activity": ["active_users"],
 }
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from serving.auth import pipe_scopes
+from serving.cache import bypass, cache_key
 from serving.deps import get_snapshots, require_scopes
 from serving.errors import ApiError
 from serving.formats import FORMATS, RENDERERS
@@ -50,10 +51,15 @@ def _endpoint(pipe: Pipe) -> Callable:
         for k, v in request.query_params.multi_items():
             query.setdefault(k, []).append(v)
         q = pipe.parse(query)
+        cache = request.app.state.result_cache
         try:
             with snapshots.acquire() as snap:  # ONE cursor: the whole answer comes from one snapshot
                 request.state.snapshot = snap
-                result = pipe.run(snap.cursor, q)
+                key = cache_key(snap.snapshot_id, pipe, q)  # a snapshot is immutable: caching is exact
+                result = None if bypass(request.headers.get("cache-control")) else cache.get(key)
+                if result is None:
+                    result = pipe.run(snap.cursor, q)
+                    cache.put(key, result)
         except SnapshotUnavailable as exc:
             raise ApiError(503, f"No data to serve yet: {exc}.", headers={"Retry-After": "5"}) from None
         result.statistics = {

@@ -1,0 +1,765 @@
+"""Pipe latency benchmark: raw DuckDB vs chDB vs this API, side by side in one run (issue 5).
+
+    .venv/bin/python -m bench.pipes [--events 10000000] [--reps 5] [--seconds 20] [--clients 16]
+
+What it does, in order (every number of one run goes into docs/PERFORMANCE.md):
+
+1. Generates the dataset once with ``engage.generate.generate(events=N, days=365, seed=S)`` (and 1%
+   more events, one day later, for the incremental refresh), cached in ``bench/data/events-N-seedS``
+   (git-ignored). The same for N/10 events (``--scale-events``), for the 1M -> 10M latency growth.
+2. For each dataset, a fresh temporary ENGAGE_HOME: ``engage ingest`` (a full build: load + dbt +
+   publish; wall time and peak RSS of the process tree), then the extra 1% and ``engage ingest`` again
+   (the incremental refresh: time + peak RSS).
+3. ``engage serve`` on a free 127.0.0.1 port (admin token via ENGAGE_ADMIN_TOKEN).
+4. For every case (three per pipe), ``--reps`` times each, interleaved:
+   (a) the contract's reference SQL (tests/reference.py) over ``raw.user_events`` in DuckDB (a
+       read-only copy of the warehouse), (b) the same query written for ClickHouse over a chDB
+       MergeTree ordered by timestamp, (c) the API over HTTP (server time = ``statistics.elapsed``,
+       and client wall time). Medians; ratios raw/API. Every API answer is checked against (a).
+   These requests carry ``Cache-Control: no-cache``, so the API computes every answer from the marts
+   (its per-snapshot result cache is bypassed); the cached latency is reported separately.
+5. 16 concurrent clients over loopback, mixed pipes, ~20 s: p50/p99 and requests/s, once with the
+   cases above (a dashboard: repeated queries, cache on) and once with random windows (every request
+   distinct, cache useless).
+6. RSS of the API after the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import http.client
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from tests.reference import GROUP_BY_KEYS, PipeQuery, reference_answer  # noqa: E402
+
+DATA_DIR = PROJECT / "bench" / "data"
+DOC = PROJECT / "docs" / "PERFORMANCE.md"
+BIN = Path(sys.executable).parent
+END = dt.datetime(2025, 1, 1)  # the generated data spans [END - 365 days, END)
+EXTRA_END = END + dt.timedelta(days=1)  # the 1% new events: the next day
+TOKEN = "bench-admin-token"
+QUIET = {"DAGSTER_DISABLE_TELEMETRY": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
+PIPES = ("session_metrics", "user_engagement_time_series", "active_users", "geographic_distribution",
+         "event_metrics")
+
+
+def log(*a) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+def dataset(n: int, seed: int) -> Path:
+    """bench/data/events-<n>-seed<seed>/{main,extra}: generated once, then reused."""
+    from engage.generate import generate
+
+    root = DATA_DIR / f"events-{n}-seed{seed}"
+    if (root / "DONE").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"generating {n:,} events (seed {seed}) into {root}")
+    t = time.perf_counter()
+    s1 = generate(events=n, days=365, seed=seed, out=root / "main", end=END)
+    s2 = generate(events=max(1, n // 100), days=1, seed=seed + 1, out=root / "extra", end=EXTRA_END)
+    info = {"main": {k: v for k, v in s1.items() if k != "paths"},
+            "extra": {k: v for k, v in s2.items() if k != "paths"}, "seconds": time.perf_counter() - t}
+    (root / "DONE").write_text(json.dumps(info))
+    return root
+
+
+def link_files(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.iterdir()):
+        if p.is_file():
+            os.link(p, dst / p.name)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A subprocess in its own process group; peak RSS of its whole tree is sampled."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+        self.log_fh = open(log_path, "wb")
+        self.popen = subprocess.Popen(args, env=env, cwd=PROJECT, stdout=self.log_fh, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def tree_rss(self) -> int:
+        import psutil
+
+        try:
+            p = psutil.Process(self.popen.pid)
+            procs = [p] + p.children(recursive=True)
+        except psutil.Error:
+            return 0
+        total = 0
+        for q in procs:
+            try:
+                total += q.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def hwm(self) -> int:
+        """VmHWM (peak RSS) of the main process, bytes."""
+        try:
+            for line in open(f"/proc/{self.popen.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set() and self.popen.poll() is None:
+            self.peak_rss = max(self.peak_rss, self.tree_rss(), self.hwm())
+            self._stop.wait(0.1)
+
+    def wait(self) -> int:
+        rc = self.popen.wait()
+        self._stop.set()
+        self.log_fh.close()
+        return rc
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)  # the group this Popen created, by its id
+                self.popen.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait()
+        if not self.log_fh.closed:
+            self.log_fh.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ingest(env: dict[str, str], log_path: Path, *extra: str) -> dict:
+    started = time.perf_counter()
+    p = Proc([str(BIN / "engage"), "ingest", *extra], env, log_path)
+    rc = p.wait()
+    seconds = time.perf_counter() - started
+    if rc != 0:
+        raise SystemExit(f"engage ingest failed (rc={rc}); see {log_path}")
+    # ru_maxrss of the reaped child as a second opinion (kB on Linux)
+    return {"seconds": seconds, "peak_rss": p.peak_rss, "output": log_path.read_text().strip().splitlines()[-1:]}
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    name: str
+    q: PipeQuery
+
+
+def fmt(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cases() -> list[Case]:
+    first = END - dt.timedelta(days=365)
+    full = (first, END - dt.timedelta(seconds=1))
+    week_start = first + dt.timedelta(days=(7 - first.weekday()) % 7 + 7 * 26)  # a Monday mid-year
+    week = (week_start, week_start + dt.timedelta(days=7) - dt.timedelta(seconds=1))
+    one_filter = {"session_metrics": {"platform": ["web"]},
+                  "user_engagement_time_series": {"event_type": ["page_view"]},
+                  "active_users": {"country": ["US"]},
+                  "geographic_distribution": {"platform": ["ios"]},
+                  "event_metrics": {"country": ["DE"]}}
+    out = []
+    for pipe in PIPES:
+        f = one_filter[pipe]
+        if pipe in ("geographic_distribution", "event_metrics"):
+            out += [Case(f"{pipe} full range, 1 filter", PipeQuery(pipe, *full, filters=f)),
+                    Case(f"{pipe} one week", PipeQuery(pipe, *week)),
+                    Case(f"{pipe} full range", PipeQuery(pipe, *full))]
+        else:
+            out += [Case(f"{pipe} full range, day, 1 filter", PipeQuery(pipe, *full, time_bucket="day", filters=f)),
+                    Case(f"{pipe} one week, hour", PipeQuery(pipe, *week, time_bucket="hour")),
+                    Case(f"{pipe} full range, month", PipeQuery(pipe, *full, time_bucket="month"))]
+    return out
+
+
+def query_string(q: PipeQuery) -> str:
+    params = {"start_date": fmt(q.start), "end_date": fmt(q.end), "token": TOKEN}
+    if q.pipe in ("geographic_distribution", "event_metrics"):
+        params["limit"] = str(q.limit)
+        if q.pipe == "geographic_distribution":
+            params["group_by"] = q.group_by
+    else:
+        params["time_bucket"] = q.time_bucket
+    if q.pipe == "active_users":
+        params["segment_by_platform"] = "true" if q.segment_by_platform else "false"
+    for k, v in q.filters.items():
+        params[k] = ",".join(v)
+    return urllib.parse.urlencode(params)
+
+
+def random_query(rng: random.Random) -> PipeQuery:
+    """A random window (whole days or arbitrary hours), bucket and filter: every request distinct."""
+    first = END - dt.timedelta(days=365)
+    pipe = rng.choice(PIPES)
+    a = first + dt.timedelta(hours=rng.randrange(365 * 24))
+    if rng.random() < 0.5:
+        a = a.replace(hour=0)
+        b = a + dt.timedelta(days=rng.randint(1, 120)) - dt.timedelta(seconds=1)
+    else:
+        b = a + dt.timedelta(hours=rng.randint(1, 24 * 60), minutes=rng.randrange(60))
+    b = min(b, END - dt.timedelta(seconds=1))
+    span_h = (b - a).total_seconds() / 3600
+    tb = rng.choice(["hour", "day", "week", "month"] if span_h < 24 * 30 else ["day", "week", "month"])
+    filters: dict[str, list[str]] = {}
+    choices = {"platform": ["web", "ios", "android"], "country": ["US", "DE", "IN", "JP", "BR"],
+               "device": ["desktop", "mobile", "tablet"], "event_type": ["page_view", "click", "purchase"]}
+    if rng.random() < 0.5:
+        k = rng.choice(list(choices))
+        filters[k] = [rng.choice(choices[k])]
+    return PipeQuery(pipe, a, b, time_bucket=tb, filters=filters, group_by=rng.choice(["country", "region", "city"]))
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+class RawDuckDB:
+    def __init__(self, warehouse: Path, tmp: Path):
+        import duckdb
+
+        copy = tmp / "raw-copy.duckdb"
+        shutil.copyfile(warehouse, copy)
+        self.con = duckdb.connect(str(copy), read_only=True)
+        self.path = copy
+
+    def run(self, q: PipeQuery) -> list[dict]:
+        return reference_answer(self.con, q, table="raw.user_events")
+
+    def export_parquet(self, out: Path) -> None:
+        self.con.execute(f"COPY (SELECT timestamp, user_id, event_type, session_id, duration, device, platform, page, "
+                         f"country, region, city FROM raw.user_events) TO '{out}' (FORMAT parquet)")
+
+
+def _ch_str(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_CH_BUCKET = {"hour": "toStartOfHour({c})", "day": "toDateTime(toStartOfDay({c}))",
+              "week": "toDateTime(toMonday({c}))", "month": "toDateTime(toStartOfMonth({c}))"}
+
+
+class ChDB:
+    """The reference queries in ClickHouse SQL over a MergeTree ordered by timestamp (chDB)."""
+
+    def __init__(self, parquet: Path, path: Path):
+        from chdb import session
+
+        self.sess = session.Session(str(path))
+        self.sess.query("CREATE DATABASE IF NOT EXISTS bench")
+        self.sess.query("DROP TABLE IF EXISTS bench.user_events")
+        self.sess.query("""CREATE TABLE bench.user_events (
+            timestamp DateTime('UTC'), user_id String, event_type String, session_id String, duration UInt32,
+            device String, platform String, page String, country String, region String, city String)
+            ENGINE = MergeTree ORDER BY timestamp""")
+        started = time.perf_counter()
+        self.sess.query(f"INSERT INTO bench.user_events SELECT toDateTime(timestamp, 'UTC'), user_id, event_type, "
+                        f"session_id, duration, device, platform, page, country, region, city "
+                        f"FROM file('{parquet}', Parquet)")
+        self.sess.query("OPTIMIZE TABLE bench.user_events FINAL")
+        self.load_seconds = time.perf_counter() - started
+        self.rows = int(self.sess.query("SELECT count() FROM bench.user_events", "CSV").bytes().strip())
+
+    def sql(self, q: PipeQuery) -> str:
+        h0 = f"toDateTime({_ch_str(fmt(q.start.replace(minute=0, second=0)))}, 'UTC')"
+        h1 = f"toDateTime({_ch_str(fmt(q.end.replace(minute=0, second=0)))}, 'UTC')"
+        win = f"toStartOfHour(timestamp) BETWEEN {h0} AND {h1}"
+        flt = "".join(f" AND {k} IN ({', '.join(_ch_str(v) for v in vals)})" for k, vals in q.filters.items() if vals)
+        b = _CH_BUCKET[q.time_bucket]
+        if q.pipe == "session_metrics":
+            sflt = "".join(f" AND fe.{i} IN ({', '.join(_ch_str(v) for v in q.filters[k])})"
+                           for i, k in ((2, "platform"), (3, "device"), (4, "country")) if q.filters.get(k))
+            return f"""SELECT {b.format(c='session_start')} AS tb, count() AS session_count,
+                avg(dur) AS avg_session_duration, avg(events = 1) AS bounce_rate
+                FROM (SELECT session_id, min(timestamp) AS session_start,
+                             min((timestamp, platform, device, country)) AS fe,
+                             count() AS events, sum(duration) AS dur
+                      FROM bench.user_events GROUP BY session_id)
+                WHERE toStartOfHour(session_start) BETWEEN {h0} AND {h1}{sflt}
+                GROUP BY tb ORDER BY tb"""
+        if q.pipe == "user_engagement_time_series":
+            return f"""SELECT {b.format(c='timestamp')} AS tb, count() AS event_count, uniqExact(user_id) AS unique_users,
+                avg(duration) AS avg_duration FROM bench.user_events WHERE {win}{flt} GROUP BY tb ORDER BY tb"""
+        if q.pipe == "active_users":
+            return f"""SELECT {b.format(c='timestamp')} AS tb, platform, uniqExact(user_id) AS active_users
+                FROM bench.user_events WHERE {win}{flt} GROUP BY tb, platform ORDER BY tb, platform"""
+        keys = ", ".join(GROUP_BY_KEYS[q.group_by]) if q.pipe == "geographic_distribution" else "event_type"
+        return f"""SELECT {keys}, count() AS event_count, uniqExact(user_id) AS unique_users, avg(duration) AS avg_duration
+            FROM bench.user_events WHERE {win}{flt} GROUP BY {keys} ORDER BY event_count DESC, {keys} LIMIT {q.limit}"""
+
+    def run(self, q: PipeQuery) -> list[list]:
+        res = self.sess.query(self.sql(q), "JSONCompact")
+        return json.loads(res.bytes())["data"]
+
+    def close(self) -> None:
+        self.sess.close()
+
+
+class Api:
+    def __init__(self, port: int):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes, float]:
+        started = time.perf_counter()
+        try:
+            self.conn.request("GET", path, headers=headers or {})
+            r = self.conn.getresponse()
+            body = r.read()
+        except (http.client.HTTPException, OSError):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self.conn.request("GET", path, headers=headers or {})
+            r = self.conn.getresponse()
+            body = r.read()
+        return r.status, body, time.perf_counter() - started
+
+    def run(self, q: PipeQuery, cached: bool = True) -> tuple[dict, float]:
+        """One request; ``cached=False`` sends ``Cache-Control: no-cache`` (the API then computes the answer)."""
+        status, body, wall = self.get(f"/v0/pipes/{q.pipe}.json?{query_string(q)}",
+                                      None if cached else {"Cache-Control": "no-cache"})
+        if status != 200:
+            raise RuntimeError(f"{q}: HTTP {status}: {body[:300]!r}")
+        return json.loads(body), wall
+
+
+def wait_ready(port: int, proc: Proc, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.popen.poll() is not None:
+            raise SystemExit("engage serve exited early")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/ready")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("engage serve did not become ready")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def expected(rows: list[dict]) -> list[dict]:
+    return [{k: fmt(v) if isinstance(v, dt.datetime) else v for k, v in r.items()} for r in rows]
+
+
+def same(got: list[dict], want: list[dict]) -> str | None:
+    """None when equal (floats to 1e-9 relative), else what differs."""
+    if len(got) != len(want):
+        return f"{len(got)} rows, reference {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        if list(g) != list(w):
+            return f"row {i}: columns {list(g)} vs {list(w)}"
+        for k in w:
+            a, b = g[k], w[k]
+            if isinstance(a, float) or isinstance(b, float):
+                if a is None or b is None or not math.isclose(a, b, rel_tol=1e-9):
+                    return f"row {i} {k}: {a} vs {b}"
+            elif a != b:
+                return f"row {i} {k}: {a} vs {b}"
+    return None
+
+
+def chdb_same(got: list[list], want: list[dict], q: PipeQuery) -> str | None:
+    """chDB answers vs the reference, on the non-empty rows (chDB does not gap-fill here)."""
+    if q.pipe in ("session_metrics", "user_engagement_time_series"):
+        want = [r for r in want if list(r.values())[1]]
+    elif q.pipe == "active_users":
+        want = [r for r in want if r["active_users"]]
+    if len(got) != len(want):
+        return f"{len(got)} rows, reference {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        for a, b in zip(g, w.values()):
+            if isinstance(b, dt.datetime):
+                b = fmt(b)
+            if isinstance(b, float) or isinstance(a, float):
+                if a is None or b is None or not math.isclose(float(a), b, rel_tol=1e-9):
+                    return f"row {i}: {g} vs {w}"
+            elif isinstance(b, int):
+                if int(a) != b:
+                    return f"row {i}: {g} vs {w}"
+            elif a != b:
+                return f"row {i}: {g} vs {w}"
+    return None
+
+
+# ----------------------------------------------------------------------------- load test
+
+
+def load_test(port: int, make_path, clients: int, seconds: float, seed: int) -> dict:
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        api = Api(port)
+        mine = []
+        while time.perf_counter() < stop_at:
+            status, _, wall = api.get(make_path(rng))
+            if status != 200:
+                errors[0] += 1
+            mine.append(wall)
+        with lock:
+            lat.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(math.ceil(p * len(lat))) - 1)]
+
+    return {"requests": len(lat), "errors": errors[0], "seconds": elapsed, "rps": len(lat) / elapsed,
+            "p50_ms": pct(0.50) * 1e3, "p99_ms": pct(0.99) * 1e3, "max_ms": lat[-1] * 1e3}
+
+
+# ----------------------------------------------------------------------------- one dataset
+
+
+def median_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e3
+
+
+def run_dataset(n: int, args, full: bool) -> dict:
+    root = dataset(n, args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f"run-{n}-", dir=DATA_DIR))
+    home = tmp / "home"
+    env = {**os.environ, **QUIET, "ENGAGE_HOME": str(home), "ENGAGE_ADMIN_TOKEN": TOKEN,
+           "ENGAGE_SENSOR_INTERVAL_SECONDS": "3600"}
+    env.pop("ENGAGE_LANDING_DIR", None)
+    out: dict[str, Any] = {"events": n, "generated": json.loads((root / "DONE").read_text())}
+    server: Proc | None = None
+    raw = ch = None
+    try:
+        link_files(root / "main", home / "landing")
+        log(f"[{n:,}] engage ingest (full build)")
+        out["full_build"] = ingest(env, tmp / "ingest-full.log")
+        log(f"[{n:,}] full build {out['full_build']['seconds']:.1f} s, peak RSS "
+            f"{out['full_build']['peak_rss'] / 2**20:.0f} MiB")
+        link_files(root / "extra", home / "landing" / "extra")
+        out["incremental"] = ingest(env, tmp / "ingest-incr.log")
+        log(f"[{n:,}] incremental {out['incremental']['seconds']:.1f} s, peak RSS "
+            f"{out['incremental']['peak_rss'] / 2**20:.0f} MiB")
+        out["rebuild"] = ingest(env, tmp / "ingest-rebuild.log", "--full-refresh")
+        log(f"[{n:,}] full rebuild (--full-refresh) {out['rebuild']['seconds']:.1f} s, peak RSS "
+            f"{out['rebuild']['peak_rss'] / 2**20:.0f} MiB")
+        snap_sizes = {p.name: p.stat().st_size for p in (home / "snapshots").glob("*.duckdb")}
+        out["snapshot_bytes"] = max(snap_sizes.values()) if snap_sizes else 0
+        out["warehouse_bytes"] = (home / "warehouse.duckdb").stat().st_size
+
+        port = free_port()
+        server = Proc([str(BIN / "engage"), "serve", "--port", str(port)], env, tmp / "serve.log")
+        wait_ready(port, server)
+        api = Api(port)
+
+        raw = RawDuckDB(home / "warehouse.duckdb", tmp)
+        out["raw_rows"] = raw.con.execute("SELECT count(*) FROM raw.user_events").fetchone()[0]
+        if full and not args.skip_chdb:
+            pq = tmp / "events.parquet"
+            raw.export_parquet(pq)
+            log(f"[{n:,}] loading chDB MergeTree")
+            ch = ChDB(pq, tmp / "chdb")
+            out["chdb_load_seconds"] = ch.load_seconds
+            assert ch.rows == out["raw_rows"], (ch.rows, out["raw_rows"])
+        results = []
+        for c in cases():
+            want = raw.run(c.q)
+            body, _ = api.run(c.q, cached=False)
+            diff = same(body["data"], expected(want))
+            chdiff = chdb_same(ch.run(c.q), want, c.q) if ch else None
+            r = {"case": c.name, "pipe": c.q.pipe, "rows": len(want), "equal": diff is None, "diff": diff,
+                 "chdb_equal": None if ch is None else chdiff is None, "chdb_diff": chdiff,
+                 "duckdb": [], "chdb": [], "api_server": [], "api_wall": [], "api_cached_server": [],
+                 "api_cached_wall": []}
+            for _ in range(args.reps):
+                if full:
+                    t = time.perf_counter(); raw.run(c.q); r["duckdb"].append(time.perf_counter() - t)
+                    if ch:
+                        t = time.perf_counter(); ch.run(c.q); r["chdb"].append(time.perf_counter() - t)
+                body, wall = api.run(c.q, cached=False)
+                r["api_server"].append(body["statistics"]["elapsed"]); r["api_wall"].append(wall)
+                body, wall = api.run(c.q)
+                r["api_cached_server"].append(body["statistics"]["elapsed"]); r["api_cached_wall"].append(wall)
+            for k in ("duckdb", "chdb", "api_server", "api_wall", "api_cached_server", "api_cached_wall"):
+                r[k + "_ms"] = median_ms(r[k]) if r[k] else None
+            log(f"[{n:,}] {c.name}: duckdb {r['duckdb_ms'] or 0:.1f} ms, chdb {r['chdb_ms'] or 0:.1f} ms, "
+                f"api {r['api_server_ms']:.1f} ms (wall {r['api_wall_ms']:.1f}, cached {r['api_cached_server_ms']:.2f}) "
+                f"equal={r['equal']} chdb_equal={r['chdb_equal']}" + (f" DIFF {diff}" if diff else "")
+                + (f" CHDIFF {chdiff}" if chdiff else ""))
+            results.append(r)
+        out["cases"] = results
+
+        if full:
+            paths = [f"/v0/pipes/{c.q.pipe}.json?{query_string(c.q)}" for c in cases()]
+            log(f"[{n:,}] load test: {args.clients} clients, {args.seconds} s, the cases (repeated)")
+            out["load_cases"] = load_test(port, lambda rng: rng.choice(paths), args.clients, args.seconds, 1)
+            log(f"[{n:,}] {out['load_cases']}")
+            log(f"[{n:,}] load test: random windows (every request distinct)")
+            out["load_random"] = load_test(
+                port, lambda rng: f"/v0/pipes/{(q := random_query(rng)).pipe}.json?{query_string(q)}",
+                args.clients, args.seconds, 2)
+            log(f"[{n:,}] {out['load_random']}")
+        out["api_rss"] = server.tree_rss()
+        out["api_peak_rss"] = server.hwm()
+        log(f"[{n:,}] API RSS {out['api_rss'] / 2**20:.0f} MiB (peak {out['api_peak_rss'] / 2**20:.0f} MiB)")
+    finally:
+        if server:
+            server.stop()
+        if ch:
+            ch.close()
+        if raw:
+            raw.con.close()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            out["tmp"] = str(tmp)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import duckdb
+    try:
+        import chdb
+        chv = chdb.__version__
+    except ImportError:
+        chv = "-"
+    return {"nproc": os.cpu_count(), "cpu": model or platform.processor(), "memory_gib": mem / 2**30,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
+            "duckdb": duckdb.__version__, "chdb": chv, "load": os.getloadavg()}
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:,.0f} MiB"
+
+
+def write_doc(res: dict, args) -> None:
+    m = res["machine"]
+    main = res["main"]
+    L = []
+    L.append("# Performance\n")
+    L.append("Written by `bench/pipes.py` (issue 5); do not edit by hand, re-run it:\n")
+    L.append("```\nmake bench            # = .venv/bin/python -m bench.pipes --events 10000000\n"
+             ".venv/bin/python -m bench.pipes --events 200000 --reps 3 --seconds 5   # a quick run\n```\n")
+    L.append(f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']:.1f} GiB RAM; {m['date']}; Python "
+             f"{m['python']}, DuckDB {m['duckdb']}, chDB {m['chdb']}. Load average at the start: "
+             f"{', '.join(f'{x:.1f}' for x in m['load'])}.\n")
+    L.append("The machine is shared with other work, so absolute times move between runs; every number below "
+             "comes from **one run**, and the engines were timed interleaved (case by case, repetition by "
+             "repetition), so the ratios are the figures to quote.\n")
+    g = main["generated"]["main"]
+    L.append(f"Dataset: `engage.generate.generate(events={main['events']:,}, days=365, seed={args.seed})`: "
+             f"{main['raw_rows']:,} events loaded (incl. the 1% increment), {g.get('users', 0):,} users, "
+             f"{g.get('sessions', 0):,} sessions, {g.get('start', '')} .. {g.get('end', '')}. Snapshot file "
+             f"{mib(main['snapshot_bytes'])}, warehouse {mib(main['warehouse_bytes'])}.\n")
+
+    L.append("## Pipe latency: raw DuckDB vs raw chDB vs this API\n")
+    L.append(f"Median of {args.reps} repetitions, milliseconds. *DuckDB raw*: the contract's reference SQL "
+             "(tests/reference.py) over `raw.user_events` (a read-only copy of the warehouse). *chDB raw*: the "
+             "same query in ClickHouse SQL over a MergeTree ordered by timestamp (`uniqExact` for distinct "
+             "users). *API server*: `statistics.elapsed` of the response, with the result cache bypassed "
+             "(every request computes its answer from the marts); *API wall*: the client's time for the whole "
+             "HTTP request, same requests; *cached*: server time when the same query was already answered on "
+             "this snapshot. Ratios are raw ÷ API server (uncached). *equal*: the API's answer equals the "
+             "DuckDB reference exactly (counts identical, averages to 1e-9); *chDB eq.*: the chDB answer "
+             "agrees too (non-empty buckets).\n")
+    L.append("| case | rows | DuckDB raw | chDB raw | API server | API wall | cached | DuckDB ÷ API | chDB ÷ API | equal | chDB eq. |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|")
+    for r in main["cases"]:
+        d, c, a = r["duckdb_ms"], r["chdb_ms"], r["api_server_ms"]
+        L.append(f"| {r['case']} | {r['rows']} | {d:.1f} | {c:.1f} | {a:.1f} | {r['api_wall_ms']:.1f} | "
+                 f"{r['api_cached_server_ms']:.2f} | {d / a:.1f}× | {c / a:.1f}× | "
+                 f"{'yes' if r['equal'] else 'NO'} | {'yes' if r['chdb_equal'] else ('-' if r['chdb_equal'] is None else 'no')} |"
+                 if c is not None else
+                 f"| {r['case']} | {r['rows']} | {d:.1f} | - | {a:.1f} | {r['api_wall_ms']:.1f} | "
+                 f"{r['api_cached_server_ms']:.2f} | {d / a:.1f}× | - | {'yes' if r['equal'] else 'NO'} | - |")
+    L.append("")
+
+    L.append(f"## Concurrency: {args.clients} clients over loopback, mixed pipes, {args.seconds:.0f} s\n")
+    L.append("Each client is a thread with a keep-alive connection sending requests back to back; the client runs "
+             "on the same 2 cores as the server. *Cases*: the 15 cases above in random order (a dashboard: the "
+             "same queries again and again, answered from the per-snapshot result cache after the first time). "
+             "*Random windows*: random pipe, window (1 hour .. 120 days, whole days or not), bucket and filter, "
+             "so practically every request is new and computed from the marts.\n")
+    L.append("| mix | requests | errors | req/s | p50 ms | p99 ms | max ms |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
+    for name, k in (("cases (repeated)", "load_cases"), ("random windows", "load_random")):
+        t = main.get(k)
+        if t:
+            L.append(f"| {name} | {t['requests']} | {t['errors']} | {t['rps']:.0f} | {t['p50_ms']:.1f} | "
+                     f"{t['p99_ms']:.1f} | {t['max_ms']:.1f} |")
+    L.append("")
+
+    L.append("## Pipeline\n")
+    L.append("`engage ingest` as a subprocess (load + dbt + publish, through the Dagster job); peak RSS is the "
+             "largest resident memory of the process tree, sampled every 100 ms.\n")
+    L.append("| events | full build | peak RSS | incremental (+1%) | incremental ÷ full | peak RSS | API RSS after the runs |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|")
+    for key in ("scale", "main"):
+        d = res.get(key)
+        if not d:
+            continue
+        f, i = d["full_build"], d["incremental"]
+        L.append(f"| {d['events']:,} | {f['seconds']:.1f} s | {mib(f['peak_rss'])} | {i['seconds']:.1f} s | "
+                 f"{100 * i['seconds'] / f['seconds']:.0f}% | {mib(i['peak_rss'])} | {mib(d['api_rss'])} "
+                 f"(peak {mib(d['api_peak_rss'])}) |")
+    L.append("")
+
+    sc = res.get("scale")
+    if sc:
+        L.append(f"## Latency growth {sc['events']:,} → {main['events']:,} events\n")
+        L.append("API server time (median, uncached). *Additive* pipe: session_metrics (counts and sums only); the "
+                 "others also count exact distinct users.\n")
+        L.append(f"| case | {sc['events']:,} | {main['events']:,} | growth |")
+        L.append("|---|---:|---:|---:|")
+        small = {r["case"]: r for r in sc["cases"]}
+        for r in main["cases"]:
+            s = small.get(r["case"])
+            if s:
+                L.append(f"| {r['case']} | {s['api_server_ms']:.1f} | {r['api_server_ms']:.1f} | "
+                         f"{r['api_server_ms'] / s['api_server_ms']:.1f}× |")
+        L.append("")
+
+    L.append("## Goals (issue 5)\n")
+    L.extend(goals(res))
+    L.append("")
+    if res.get("notes"):
+        L.append("## Notes\n")
+        L.append(res["notes"])
+    DOC.write_text("\n".join(L) + "\n")
+
+
+def goals(res: dict) -> list[str]:
+    main = res["main"]
+    out = ["| goal | measured | met |", "|---|---|:-:|"]
+    rows = main["cases"]
+    dd = min(r["duckdb_ms"] / r["api_server_ms"] for r in rows)
+    out.append(f"| every case ≥ 10× faster than raw DuckDB (uncached) | worst {dd:.1f}× | {'yes' if dd >= 10 else 'no'} |")
+    if all(r["chdb_ms"] for r in rows):
+        cc = min(r["chdb_ms"] / r["api_server_ms"] for r in rows)
+        out.append(f"| every case ≥ 10× faster than raw chDB (uncached) | worst {cc:.1f}× | {'yes' if cc >= 10 else 'no'} |")
+    ok = all(r["equal"] for r in rows)
+    out.append(f"| answers exact (equal to the reference) | {sum(r['equal'] for r in rows)}/{len(rows)} cases | {'yes' if ok else 'no'} |")
+    for name, k in (("cases", "load_cases"), ("random windows", "load_random")):
+        t = main.get(k)
+        if t:
+            out.append(f"| p99 ≤ 100 ms at 16 clients ({name}) | {t['p99_ms']:.1f} ms | {'yes' if t['p99_ms'] <= 100 else 'no'} |")
+            out.append(f"| ≥ 300 req/s at 16 clients ({name}) | {t['rps']:.0f} | {'yes' if t['rps'] >= 300 else 'no'} |")
+    sc = res.get("scale")
+    if sc:
+        small = {r["case"]: r for r in sc["cases"]}
+        g = max(r["api_server_ms"] / small[r["case"]]["api_server_ms"] for r in rows
+                if r["pipe"] == "session_metrics" and r["case"] in small)
+        out.append(f"| additive pipes grow ≤ 2× from {sc['events']:,} to {main['events']:,} | worst {g:.1f}× | {'yes' if g <= 2 else 'no'} |")
+    f, i = main["full_build"], main["incremental"]
+    out.append(f"| full rebuild ≤ 60 s | {f['seconds']:.1f} s | {'yes' if f['seconds'] <= 60 else 'no'} |")
+    out.append(f"| incremental (+1%) ≤ 10% of full | {100 * i['seconds'] / f['seconds']:.0f}% | {'yes' if i['seconds'] <= 0.1 * f['seconds'] else 'no'} |")
+    peak = max(f["peak_rss"], i["peak_rss"])
+    out.append(f"| pipeline peak RSS ≤ 4 GB | {mib(peak)} | {'yes' if peak <= 4e9 else 'no'} |")
+    api = max(main["api_rss"], main["api_peak_rss"])
+    out.append(f"| API RSS ≤ 1 GB | {mib(api)} | {'yes' if api <= 1e9 else 'no'} |")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--scale-events", type=int, default=None, help="smaller dataset for latency growth (default N/10; 0: skip)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--skip-chdb", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary ENGAGE_HOME folders")
+    ap.add_argument("--no-doc", action="store_true", help="do not write docs/PERFORMANCE.md")
+    ap.add_argument("--tag", default="", help="suffix of bench/data/result-<N><tag>.json")
+    ap.add_argument("--notes", default="", help="text for the Notes section of the doc")
+    args = ap.parse_args()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"machine": machine(), "args": vars(args), "notes": args.notes}
+    scale = args.events // 10 if args.scale_events is None else args.scale_events
+    if scale:
+        res["scale"] = run_dataset(scale, args, full=False)
+    res["main"] = run_dataset(args.events, args, full=True)
+    (DATA_DIR / f"result-{args.events}{args.tag}.json").write_text(json.dumps(res, indent=1, default=str))
+    if not args.no_doc:
+        write_doc(res, args)
+        log(f"wrote {DOC}")
+    print("\n".join(goals(res)))
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Fast, still exact, answers of the two time-series pipes that count distinct users, from the
+bucket cubes (docs/ARCHITECTURE.md, "Bucket cubes").
+
+``engagement_cube`` and ``activity_cube`` (dbt_project/macros/cube.sql) hold, per WHOLE calendar
+bucket (hour, day, ISO week, month), the exact distinct users (and, for engagement, event and
+duration sums) with no filter or one single-valued filter (activity: also per platform). A request
+whose filters fit those rows is answered as:
+
+* buckets that lie entirely inside the window: one cube row each (a primary-key lookup);
+* the partial first/last bucket (a window that starts or ends inside a bucket): the general path
+  (serving/pipes.py over the hourly/daily marts), restricted to that part of the window.
+
+Distinct counts are never added across buckets or parts: each output bucket is either one cube row
+(the distinct count of exactly that bucket) or computed whole by the general path. Anything else
+(several filters, several values of one filter, a snapshot published before the cubes existed)
+takes the general path unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+import duckdb
+
+from serving.formats import Result
+from serving.params import PipeQuery, buckets
+
+HOUR = timedelta(hours=1)
+_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
+_CUBE_ROW_BYTES = 48
+
+
+def bucket_end(tb: str, b: datetime) -> datetime | None:
+    """The last hour of bucket ``b`` (None past datetime's range)."""
+    try:
+        if tb == "month":
+            nxt = b.replace(year=b.year + 1, month=1) if b.month == 12 else b.replace(month=b.month + 1)
+        else:
+            nxt = b + _STEP[tb]
+        return nxt - HOUR
+    except (OverflowError, ValueError):
+        return None
+
+
+def split_window(tb: str, h_start: datetime, h_end: datetime) -> tuple[list[datetime], list[tuple[datetime, datetime]]]:
+    """(labels of the buckets wholly inside the window, [(first hour, last hour)] of the partial
+    parts). Together they cover the hours h_start..h_end exactly once."""
+    whole, parts = [], []
+    for b in buckets(tb, h_start, h_end):
+        last = bucket_end(tb, b)
+        if b >= h_start and last is not None and last <= h_end:
+            whole.append(b)
+        else:
+            parts.append((max(b, h_start), h_end if last is None else min(last, h_end)))
+    return whole, parts
+
+
+def _sub(q: PipeQuery, lo: datetime, hi: datetime) -> PipeQuery:
+    return dataclasses.replace(q, start=lo, end=hi)
+
+
+def _single(values: list[str] | None) -> str | None:
+    return values[0] if values and len(values) == 1 else None
+
+
+def _one_filter(filters: dict[str, list[str]], allowed: tuple[str, ...]) -> tuple[str, str] | None:
+    """('', '') without filters, (dim, value) for one single-valued filter, else None."""
+    given = {k: v for k, v in filters.items() if k in allowed}
+    if len(given) != len(filters) or len(given) > 1:
+        return None
+    if not given:
+        return "", ""
+    (dim, values), = given.items()
+    value = _single(values)
+    return None if value is None else (dim, value)
+
+
+def _cube_rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple] | None:
+    try:
+        return cur.execute(sql, params).fetchall()
+    except duckdb.CatalogException:  # a snapshot published before the cubes existed
+        return None
+
+
+def engagement(general: Callable) -> Callable:
+    """user_engagement_time_series: cube for whole buckets, ``general`` for the partial ones."""
+
+    def answer(cur, q: PipeQuery, pipe) -> Result:
+        f = _one_filter(pipe.filters_of(q), pipe.filters)
+        if f is None:
+            return general(cur, q, pipe)
+        whole, parts = split_window(q.time_bucket, q.h_start, q.h_end)
+        if not whole:
+            return general(cur, q, pipe)
+        got = _cube_rows(cur, "SELECT period_start, event_count, unique_users, duration_sum FROM engagement_cube "
+                              "WHERE grain = ? AND filter_dim = ? AND filter_value = ? "
+                              "AND period_start BETWEEN ? AND ?",
+                         [q.time_bucket, f[0], f[1], whole[0], whole[-1]])
+        if got is None:
+            return general(cur, q, pipe)
+        by_bucket: dict[datetime, tuple] = {r[0]: (r[0], int(r[1]), int(r[2]), r[3] / r[1] if r[1] else None)
+                                            for r in got}
+        n, nbytes = len(got), len(got) * _CUBE_ROW_BYTES
+        for lo, hi in parts:
+            res = general(cur, _sub(q, lo, hi), pipe)
+            n, nbytes = n + res.rows_read, nbytes + res.bytes_read
+            for row in res.rows:
+                by_bucket[row[0]] = row
+        rows = [by_bucket.get(b) or (b, 0, 0, None) for b in buckets(q.time_bucket, q.h_start, q.h_end)]
+        return Result(pipe.columns_for(q), rows, len(rows), n, nbytes)
+
+    return answer
+
+
+def active_users(general: Callable) -> Callable:
+    """active_users: cube for whole buckets (per platform or all platforms), ``general`` for the rest."""
+
+    def answer(cur, q: PipeQuery, pipe) -> Result:
+        filters = dict(pipe.filters_of(q))
+        platforms = filters.pop("platform", None)
+        f = _one_filter(filters, ("event_type", "country"))
+        if f is None or (platforms and not q.segment_by_platform and _single(platforms) is None):
+            return general(cur, q, pipe)
+        whole, parts = split_window(q.time_bucket, q.h_start, q.h_end)
+        if not whole:
+            return general(cur, q, pipe)
+        where = ("grain = ? AND filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?")
+        params: list[Any] = [q.time_bucket, f[0], f[1], whole[0], whole[-1]]
+        if q.segment_by_platform:
+            where += " AND platform IS NOT NULL"
+            if platforms:
+                where += " AND list_contains(?::VARCHAR[], platform)"
+                params.append(list(platforms))
+            got = _cube_rows(cur, f"SELECT period_start, platform, active_users FROM activity_cube WHERE {where}", params)
+        else:
+            if platforms:
+                where += " AND platform = ?"
+                params.append(platforms[0])
+            else:
+                where += " AND platform IS NULL"
+            got = _cube_rows(cur, f"SELECT period_start, active_users FROM activity_cube WHERE {where}", params)
+        if got is None:
+            return general(cur, q, pipe)
+        n, nbytes = len(got), len(got) * _CUBE_ROW_BYTES
+        bucket_list = buckets(q.time_bucket, q.h_start, q.h_end)
+        if q.segment_by_platform:
+            counts = {(r[0], r[1]): int(r[2]) for r in got}
+            seen = {r[1] for r in got}
+            for lo, hi in parts:
+                res = general(cur, _sub(q, lo, hi), pipe)
+                n, nbytes = n + res.rows_read, nbytes + res.bytes_read
+                for b, p, c in res.rows:
+                    seen.add(p)  # the general path lists exactly the platforms with events in its part
+                    if c:
+                        counts[(b, p)] = c
+            plist = sorted(seen)  # code-point order
+            rows = [(b, p, counts.get((b, p), 0)) for b in bucket_list for p in plist]
+        else:
+            counts = {r[0]: int(r[1]) for r in got}
+            for lo, hi in parts:
+                res = general(cur, _sub(q, lo, hi), pipe)
+                n, nbytes = n + res.rows_read, nbytes + res.bytes_read
+                for b, c in res.rows:
+                    if c:
+                        counts[b] = c
+            rows = [(b, counts.get(b, 0)) for b in bucket_list]
+        return Result(pipe.columns_for(q), rows, len(rows), n, nbytes)
+
+    return answer
+
+
+__all__ = ["engagement", "active_users", "split_window", "bucket_end"]

@@ -1,0 +1,144 @@
+"""The fast paths (bucket cubes, serving/fastpath.py; result cache, serving/cache.py) give exactly
+the contract's reference answers, on realistic data with thousands of users (engage.generate)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import shutil
+
+import duckdb
+import pytest
+from fastapi.testclient import TestClient
+
+from engage.generate import generate
+from engage.snapshots import current_snapshot
+from serving.app import create_app
+from serving.fastpath import split_window
+from serving.params import buckets
+
+from reference import PipeQuery, reference_answer
+from test_serving_data import assert_rows_equal, expected_rows, query_string
+
+ADMIN = "data-test-admin-token"  # the token test_serving_data.query_string sends
+END = dt.datetime(2025, 3, 1)
+D = dt.datetime
+
+
+@pytest.fixture(scope="module")
+def many_users(tmp_path_factory):
+    import os
+
+    from conftest import use_home
+    from engage.cli import run_refresh
+
+    previous = os.environ.get("ENGAGE_HOME")
+    settings = use_home(tmp_path_factory.mktemp("fastpath") / "home")
+    summary = generate(events=80_000, days=120, seed=11, out=settings.landing, end=END)
+    assert summary["users"] > 2000
+    assert run_refresh(settings).success
+    # a second run with a day of new events and late ones: the cubes are maintained incrementally
+    generate(events=3_000, days=40, seed=12, out=settings.landing / "more", end=END + dt.timedelta(days=1))
+    assert run_refresh(settings).success
+    oracle = duckdb.connect()
+    oracle.execute(f"ATTACH '{settings.warehouse_path}' AS wh (READ_ONLY)")
+    oracle.execute("CREATE TABLE user_events AS SELECT * EXCLUDE (_batch_id) FROM wh.raw.user_events")
+    oracle.execute("DETACH wh")
+    app_settings = settings.model_copy(update={"admin_token": ADMIN, "tokens_file": None})
+    with TestClient(create_app(app_settings)) as client:
+        yield client, oracle, settings
+    oracle.close()
+    if previous is None:
+        os.environ.pop("ENGAGE_HOME", None)
+    else:
+        os.environ["ENGAGE_HOME"] = previous
+
+
+def check(client, oracle, q: PipeQuery, cached: bool) -> None:
+    headers = {} if cached else {"Cache-Control": "no-cache"}
+    r = client.get(f"/v0/pipes/{q.pipe}.json?{query_string(q)}", headers=headers)
+    assert r.status_code == 200, r.text
+    assert_rows_equal(r.json()["data"], expected_rows(reference_answer(oracle, q)), q)
+
+
+def test_split_window_covers_each_hour_once():
+    rng = random.Random(3)
+    for _ in range(300):
+        a = D(2024, 1, 1) + dt.timedelta(hours=rng.randrange(24 * 400))
+        b = a + dt.timedelta(hours=rng.randrange(24 * 100))
+        for tb in ("hour", "day", "week", "month"):
+            whole, parts = split_window(tb, a, b)
+            hours = []
+            for lo, hi in parts:
+                hours += [lo + dt.timedelta(hours=i) for i in range(int((hi - lo).total_seconds() // 3600) + 1)]
+            for w in whole:
+                nxt = buckets(tb, w, w + dt.timedelta(days=31))[1]
+                hours += [w + dt.timedelta(hours=i) for i in range(int((nxt - w).total_seconds() // 3600))]
+            want = [a + dt.timedelta(hours=i) for i in range(int((b - a).total_seconds() // 3600) + 1)]
+            assert sorted(hours) == want, (tb, a, b)
+
+
+def test_fast_paths_equal_the_reference(many_users):
+    client, oracle, _ = many_users
+    lo, hi = END - dt.timedelta(days=120), END + dt.timedelta(days=1) - dt.timedelta(seconds=1)
+    windows = [
+        (lo, hi),  # everything, whole days
+        (D(2025, 1, 6), D(2025, 1, 12, 23, 59, 59)),  # one ISO week
+        (D(2024, 11, 3, 5, 30), D(2025, 2, 10, 17, 5)),  # partial edges
+        (D(2024, 12, 1), D(2024, 12, 31, 23)),  # a month but its last hour
+        (D(2025, 2, 3, 7), D(2025, 2, 3, 7, 59)),  # one hour
+    ]
+    filters = [{}, {"platform": ["web"]}, {"country": ["US"]}, {"event_type": ["click"]}, {"device": ["mobile"]},
+               {"platform": [""]}, {"country": [""]}, {"platform": ["ios", "android"]},
+               {"platform": ["web"], "country": ["DE"]}, {"event_type": ["purchase"], "country": ["JP"]},
+               {"country": ["absent"]}]
+    for a, b in windows:
+        for tb in ("hour", "day", "week", "month"):
+            if tb == "hour" and (b - a).days > 40:
+                continue
+            for f in filters:
+                check(client, oracle, PipeQuery("user_engagement_time_series", a, b, time_bucket=tb, filters=f), False)
+                for seg in (True, False):
+                    check(client, oracle, PipeQuery("active_users", a, b, time_bucket=tb, filters=f,
+                                                    segment_by_platform=seg), False)
+
+
+def test_cached_answers_equal_the_reference(many_users):
+    client, oracle, _ = many_users
+    rng = random.Random(5)
+    lo = END - dt.timedelta(days=120)
+    for _ in range(40):
+        a = lo + dt.timedelta(hours=rng.randrange(24 * 110))
+        b = a + dt.timedelta(hours=rng.randrange(24 * 20), minutes=rng.randrange(60))
+        pipe = rng.choice(["session_metrics", "user_engagement_time_series", "active_users",
+                           "geographic_distribution", "event_metrics"])
+        q = PipeQuery(pipe, a, b, time_bucket=rng.choice(["hour", "day", "week"]),
+                      filters=rng.choice([{}, {"platform": ["web"]}, {"country": ["US", "DE"]}]),
+                      limit=rng.choice([1, 5, 100]), group_by=rng.choice(["country", "region", "city"]))
+        for cached in (True, True, False):  # miss, hit, bypass
+            check(client, oracle, q, cached)
+
+
+def test_cache_is_per_snapshot(many_users):
+    """A new snapshot answers with its own data, never with an answer cached for the previous one."""
+    client, oracle, settings = many_users
+    q = PipeQuery("event_metrics", END - dt.timedelta(days=200), END + dt.timedelta(days=30))
+    before = client.get(f"/v0/pipes/event_metrics.json?{query_string(q)}").json()["data"]
+    from engage.cli import run_refresh
+
+    generate(events=500, days=2, seed=13, out=settings.landing / "later", end=END + dt.timedelta(days=3))
+    assert run_refresh(settings).success
+    oracle.execute("DELETE FROM user_events")
+    oracle.execute(f"ATTACH '{settings.warehouse_path}' AS wh (READ_ONLY)")
+    oracle.execute("INSERT INTO user_events SELECT * EXCLUDE (_batch_id) FROM wh.raw.user_events")
+    oracle.execute("DETACH wh")
+    import time
+
+    snap = current_snapshot(settings).snapshot_id
+    deadline = time.time() + 10
+    while client.get(f"/v0/pipes/event_metrics.json?{query_string(q)}").headers["X-Engage-Snapshot"] != snap:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    after = client.get(f"/v0/pipes/event_metrics.json?{query_string(q)}").json()["data"]
+    assert after != before
+    check(client, oracle, q, True)
