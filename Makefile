@@ -29,7 +29,7 @@ test: setup
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .engage dbt_project/target dbt_project/logs

@@ -662,18 +662,21 @@ def write_doc(res: dict, args) -> None:
     L.append("")
 
     L.append("## Pipeline\n")
-    L.append("`engage ingest` as a subprocess (load + dbt + publish, through the Dagster job); peak RSS is the "
-             "largest resident memory of the process tree, sampled every 100 ms.\n")
-    L.append("| events | full build | peak RSS | incremental (+1%) | incremental ÷ full | peak RSS | API RSS after the runs |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("`engage ingest` as a subprocess, through the Dagster job. *First ingest*: load every landing file "
+             "(validation, raw) + dbt build + publish. *Full rebuild*: `engage ingest --full-refresh` (the daily "
+             "`rebuild_job`: every model rebuilt from raw, tests, publish). *Incremental*: `engage ingest` after 1% "
+             "new events (one more day) were added. Peak RSS: the largest resident memory of the process tree, "
+             "sampled every 100 ms.\n")
+    L.append("| events | first ingest | peak RSS | full rebuild | peak RSS | incremental (+1%) | peak RSS | incremental ÷ rebuild | API RSS after the runs |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in ("scale", "main"):
         d = res.get(key)
         if not d:
             continue
-        f, i = d["full_build"], d["incremental"]
-        L.append(f"| {d['events']:,} | {f['seconds']:.1f} s | {mib(f['peak_rss'])} | {i['seconds']:.1f} s | "
-                 f"{100 * i['seconds'] / f['seconds']:.0f}% | {mib(i['peak_rss'])} | {mib(d['api_rss'])} "
-                 f"(peak {mib(d['api_peak_rss'])}) |")
+        f, i, rb = d["full_build"], d["incremental"], d["rebuild"]
+        L.append(f"| {d['events']:,} | {f['seconds']:.1f} s | {mib(f['peak_rss'])} | {rb['seconds']:.1f} s | "
+                 f"{mib(rb['peak_rss'])} | {i['seconds']:.1f} s | {mib(i['peak_rss'])} | "
+                 f"{100 * i['seconds'] / rb['seconds']:.0f}% | {mib(d['api_rss'])} (peak {mib(d['api_peak_rss'])}) |")
     L.append("")
 
     sc = res.get("scale")
@@ -722,10 +725,12 @@ def goals(res: dict) -> list[str]:
         g = max(r["api_server_ms"] / small[r["case"]]["api_server_ms"] for r in rows
                 if r["pipe"] == "session_metrics" and r["case"] in small)
         out.append(f"| additive pipes grow ≤ 2× from {sc['events']:,} to {main['events']:,} | worst {g:.1f}× | {'yes' if g <= 2 else 'no'} |")
-    f, i = main["full_build"], main["incremental"]
-    out.append(f"| full rebuild ≤ 60 s | {f['seconds']:.1f} s | {'yes' if f['seconds'] <= 60 else 'no'} |")
-    out.append(f"| incremental (+1%) ≤ 10% of full | {100 * i['seconds'] / f['seconds']:.0f}% | {'yes' if i['seconds'] <= 0.1 * f['seconds'] else 'no'} |")
-    peak = max(f["peak_rss"], i["peak_rss"])
+    f, i, rb = main["full_build"], main["incremental"], main["rebuild"]
+    out.append(f"| full rebuild ≤ 60 s (`--full-refresh`) | {rb['seconds']:.1f} s (first ingest with loading: "
+               f"{f['seconds']:.1f} s) | {'yes' if rb['seconds'] <= 60 else 'no'} |")
+    out.append(f"| incremental (+1%) ≤ 10% of full rebuild | {i['seconds']:.1f} s = {100 * i['seconds'] / rb['seconds']:.0f}% "
+               f"| {'yes' if i['seconds'] <= 0.1 * rb['seconds'] else 'no'} |")
+    peak = max(f["peak_rss"], i["peak_rss"], rb["peak_rss"])
     out.append(f"| pipeline peak RSS ≤ 4 GB | {mib(peak)} | {'yes' if peak <= 4e9 else 'no'} |")
     api = max(main["api_rss"], main["api_peak_rss"])
     out.append(f"| API RSS ≤ 1 GB | {mib(api)} | {'yes' if api <= 1e9 else 'no'} |")
@@ -744,10 +749,19 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary ENGAGE_HOME folders")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/PERFORMANCE.md")
     ap.add_argument("--tag", default="", help="suffix of bench/data/result-<N><tag>.json")
-    ap.add_argument("--notes", default="", help="text for the Notes section of the doc")
+    ap.add_argument("--notes", default="", help="Notes section of the doc: text, or @FILE to read it from")
+    ap.add_argument("--doc-only", metavar="RESULT_JSON", help="only (re)write the doc from a saved result")
     args = ap.parse_args()
+    notes = Path(args.notes[1:]).read_text() if args.notes.startswith("@") else args.notes
+    if args.doc_only:
+        res = json.loads(Path(args.doc_only).read_text())
+        saved = argparse.Namespace(**{**res["args"], "notes": notes})
+        res["notes"] = notes or res.get("notes", "")
+        write_doc(res, saved)
+        log(f"wrote {DOC}")
+        return 0
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"machine": machine(), "args": vars(args), "notes": args.notes}
+    res: dict[str, Any] = {"machine": machine(), "args": vars(args), "notes": notes}
     scale = args.events // 10 if args.scale_events is None else args.scale_events
     if scale:
         res["scale"] = run_dataset(scale, args, full=False)
