@@ -41,17 +41,23 @@ async def read_body(request: Request, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise ApiError(400, f"Unsupported Content-Encoding {encoding!r}: send the body as is or gzip-compressed.")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     max_size = limit * MAX_GZIP_EXPANSION
-    try:
-        data = inflater.decompress(body, max_size + 1)
-    except zlib.error as exc:
-        raise ApiError(400, f"Body is not valid gzip ({exc}): compress it with gzip or drop Content-Encoding.") from None
-    if len(data) > max_size or inflater.unconsumed_tail:
-        raise ApiError(413, f"Decompressed body too large: at most {max_size} bytes once gunzipped.")
-    if not inflater.eof:
-        raise ApiError(400, "Body is truncated gzip: send the whole compressed stream.")
-    return data
+    parts, size = [], 0
+    while True:  # one inflater per gzip member: a body may be several members one after the other
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(body, max_size + 1 - size)
+        except zlib.error as exc:
+            raise ApiError(400, f"Body is not valid gzip ({exc}): compress it with gzip or drop Content-Encoding.") from None
+        size += len(data)
+        if size > max_size or inflater.unconsumed_tail:
+            raise ApiError(413, f"Decompressed body too large: at most {max_size} bytes once gunzipped.")
+        if not inflater.eof:
+            raise ApiError(400, "Body is truncated gzip: send the whole compressed stream.")
+        parts.append(data)
+        body = inflater.unused_data
+        if not body:
+            return b"".join(parts)
 
 
 def _wait_flag(value: str | None) -> bool:
