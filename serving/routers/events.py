@@ -40,7 +40,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "x-gzip"):
-        raise ApiError(400, f"Unsupported Content-Encoding {encoding!r}: send the body as is or gzip-compressed.")
+        raise ApiError(400, f"Unsupported Content-Encoding {encoding[:60]!r}: send the body as is or gzip-compressed.")
     max_size = limit * MAX_GZIP_EXPANSION
     parts, size = [], 0
     while True:  # one inflater per gzip member: a body may be several members one after the other
@@ -68,7 +68,7 @@ def _wait_flag(value: str | None) -> bool:
         return True
     if lowered in ("false", "0"):
         return False
-    raise ApiError(400, f"Invalid wait={value!r}: use wait=true or wait=false.")
+    raise ApiError(400, f"Invalid wait={value[:60]!r}: use wait=true or wait=false.")
 
 
 @router.post(
@@ -90,7 +90,7 @@ async def post_events(
     if not name:
         raise ApiError(400, f"Missing parameter name: use /v0/events?name={DATASOURCE}.")
     if name != DATASOURCE:
-        raise ApiError(404, f"Unknown data source {name!r}: the only data source is {DATASOURCE}.")
+        raise ApiError(404, f"Unknown data source {name[:60]!r}: the only data source is {DATASOURCE}.")
     durable = _wait_flag(wait)
     body = await read_body(request, settings.max_event_body_bytes)
     request_id = getattr(request.state, "request_id", "") or ""
