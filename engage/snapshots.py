@@ -36,12 +36,20 @@ PUBLISHED_MARTS = (
     "geographic_distribution_daily",
     "engagement_cube",
     "activity_cube",
+    "geo_user_spans",
+    "geo_day_sums",
+    "event_user_spans",
+    "event_day_sums",
 )
 # Row order of a published mart (zone maps skip what a query does not need): by period, except the
 # bucket cubes, which the API reads by (grain, filter) and then a period range.
 PUBLISH_ORDER = {
     "engagement_cube": "grain, filter_dim, filter_value, period_start",
     "activity_cube": "grain, filter_dim, filter_value, platform, period_start",
+    "geo_user_spans": "filter_dim, filter_value, country, region, city, user_key",
+    "event_user_spans": "filter_dim, filter_value, event_type, user_key",
+    "geo_day_sums": "filter_dim, filter_value, period_start",
+    "event_day_sums": "filter_dim, filter_value, period_start",
 }
 MARTS_SCHEMA = "marts"
 INFO_TABLE = "snapshot_info"

@@ -172,3 +172,90 @@ def active_users(general: Callable) -> Callable:
 
 
 __all__ = ["engagement", "active_users", "split_window", "bucket_end"]
+
+
+# ----------------------------------------------------------------------------- ranking pipes
+
+# pipe -> (spans mart, day-sums mart, per-user daily mart, key columns at the finest level,
+#          the filter that is a key column (applied to keys, any number of values), single-value filters)
+_RANKING = {
+    "geographic_distribution": ("geo_user_spans", "geo_day_sums", "geographic_distribution_daily",
+                                ("country", "region", "city"), "country", ("event_type", "platform", "device")),
+    "event_metrics": ("event_user_spans", "event_day_sums", "user_engagement_daily",
+                      ("event_type",), None, ("platform", "device", "country")),
+}
+
+
+def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
+    """The ranking pipes over a window of WHOLE days with no filter or one single-valued filter.
+
+    Sums come from the day-sums mart. Distinct users per key: from the user spans, a (keys, user)
+    whose first or last active day lies in [A, B] is active in the window; one whose span does not
+    meet [A, B] is not; one whose span strictly contains [A, B] is checked against the daily
+    per-user mart inside the window. The two sets are disjoint and together are exactly the
+    (keys, user) pairs active in the window; users are counted distinct per output key."""
+
+    def answer(cur, q: PipeQuery, pipe) -> Result:
+        spans, sums, daily, fine_keys, key_filter, single = _RANKING[pipe.name]
+        filters = dict(pipe.filters_of(q))
+        key_values = filters.pop(key_filter, None) if key_filter else None
+        f = _one_filter(filters, single)
+        if f is None or q.h_start.hour != 0 or q.h_end.hour != 23:
+            return general(cur, q, pipe)
+        a, b = q.h_start, q.h_end.replace(hour=0)
+        keys = level_keys(q)
+        klist = ", ".join(keys)
+        fine = ", ".join(fine_keys)
+        key_where, key_params = "", []
+        if key_values:
+            key_where = f" AND list_contains(?::VARCHAR[], {key_filter})"
+            key_params = [list(key_values)]
+        daily_filter = f" AND d.{f[0]} = ?" if f[0] else ""
+        daily_params = [f[1]] if f[0] else []
+        join_on = " AND ".join(f"d.{k} = s.{k}" for k in fine_keys)
+        sql = f"""
+WITH s AS (
+    SELECT {klist}, sum(event_count) AS ec, sum(duration_sum) AS ds, count(*) AS n
+    FROM {sums} WHERE filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?{key_where}
+    GROUP BY {klist}
+),
+sp AS (
+    SELECT {fine}, user_key, first_day, last_day FROM {spans}
+    WHERE filter_dim = ? AND filter_value = ? AND first_day <= ? AND last_day >= ?{key_where}
+),
+inside AS (
+    SELECT DISTINCT {", ".join(f"s.{k}" for k in fine_keys)}, s.user_key
+    FROM (SELECT * FROM sp WHERE first_day < ? AND last_day > ?) AS s
+    JOIN {daily} AS d ON d.user_key = s.user_key AND {join_on}
+    WHERE d.period_start BETWEEN ? AND ?{daily_filter}
+),
+u AS (
+    SELECT {klist}, count(DISTINCT user_key) AS users, count(*) AS n FROM (
+        SELECT {fine}, user_key FROM sp WHERE first_day >= ? OR last_day <= ?
+        UNION ALL
+        SELECT {fine}, user_key FROM inside
+    ) GROUP BY {klist}
+)
+SELECT {", ".join(f"s.{k}" for k in keys)}, s.ec, coalesce(u.users, 0), s.ds,
+       count(*) OVER () AS groups, sum(s.n + coalesce(u.n, 0)) OVER () AS source_rows
+FROM s LEFT JOIN u ON {" AND ".join(f"u.{k} = s.{k}" for k in keys)}
+ORDER BY s.ec DESC, {", ".join(f"s.{k}" for k in keys)}
+LIMIT ?"""
+        params = [f[0], f[1], a, b, *key_params,
+                  f[0], f[1], b, a, *key_params,
+                  a, b, a, b, *daily_params,
+                  a, b, q.limit]
+        got = _cube_rows(cur, sql, params)
+        if got is None:
+            return general(cur, q, pipe)
+        k = len(keys)
+        rows = [(*r[:k], int(r[k]), int(r[k + 1]), _avg(r[k + 2], r[k])) for r in got]
+        total = int(got[0][k + 3]) if got else 0
+        n = int(got[0][k + 4]) if got else 0
+        return Result(pipe.columns_for(q), rows, total, n, n * _CUBE_ROW_BYTES)
+
+    return answer
+
+
+def _avg(total, count):
+    return total / count if count else None

@@ -263,7 +263,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             _UNIQUE_USERS,
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
-        answer=_geographic_distribution,
+        answer=fastpath.ranking(_geographic_distribution, lambda q: GROUP_BY[q.group_by]),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&event_type=page_view",
         select_columns=lambda q: (*GROUP_BY[q.group_by], "event_count", "unique_users", "avg_duration"),
     ),
@@ -281,7 +281,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             _UNIQUE_USERS,
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
-        answer=_event_metrics,
+        answer=fastpath.ranking(_event_metrics, lambda q: ("event_type",)),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59",
     ),
 )}

@@ -17,7 +17,7 @@ from serving.app import create_app
 from serving.fastpath import split_window
 from serving.params import buckets
 
-from reference import PipeQuery, reference_answer
+from reference import PipeQuery, reference_answer, reference_rows_before_limit
 from test_serving_data import assert_rows_equal, expected_rows, query_string
 
 ADMIN = "data-test-admin-token"  # the token test_serving_data.query_string sends
@@ -58,7 +58,9 @@ def check(client, oracle, q: PipeQuery, cached: bool) -> None:
     headers = {} if cached else {"Cache-Control": "no-cache"}
     r = client.get(f"/v0/pipes/{q.pipe}.json?{query_string(q)}", headers=headers)
     assert r.status_code == 200, r.text
-    assert_rows_equal(r.json()["data"], expected_rows(reference_answer(oracle, q)), q)
+    body = r.json()
+    assert_rows_equal(body["data"], expected_rows(reference_answer(oracle, q)), q)
+    assert body["rows_before_limit_at_least"] == reference_rows_before_limit(oracle, q), q
 
 
 def test_split_window_covers_each_hour_once():
@@ -142,3 +144,68 @@ def test_cache_is_per_snapshot(many_users):
     after = client.get(f"/v0/pipes/event_metrics.json?{query_string(q)}").json()["data"]
     assert after != before
     check(client, oracle, q, True)
+
+
+def test_ranking_fast_path_equals_the_reference(many_users):
+    """Whole-day windows (user spans + day sums): full data, a week, a day, windows that many users'
+    activity spans strictly contain (the checked-against-the-daily-mart case), and filters."""
+    client, oracle, _ = many_users
+    lo = END - dt.timedelta(days=120)
+    windows = [
+        (lo, END + dt.timedelta(days=1) - dt.timedelta(seconds=1)),
+        (D(2025, 1, 6), D(2025, 1, 12, 23, 59, 59)),
+        (D(2024, 12, 25), D(2024, 12, 25, 23)),
+        (D(2024, 12, 1), D(2025, 1, 31, 23, 59, 59)),
+        (D(2024, 9, 1), D(2024, 11, 2, 23, 0)),  # starts before the data
+        (D(2024, 12, 1, 1), D(2025, 1, 31, 23, 59, 59)),  # not whole days: the general path
+    ]
+    geo_filters = [{}, {"event_type": ["page_view"]}, {"platform": ["ios"]}, {"device": ["tablet"]},
+                   {"country": ["US"]}, {"country": ["DE", "FR", ""]}, {"country": ["JP"], "platform": ["web"]},
+                   {"platform": [""]}, {"platform": ["ios", "web"]}, {"event_type": ["absent"]}]
+    event_filters = [{}, {"platform": ["web"]}, {"device": ["mobile"]}, {"country": ["IN"]}, {"country": [""]},
+                     {"country": ["US", "GB"]}, {"platform": ["web"], "device": ["desktop"]}]
+    for a, b in windows:
+        for f in geo_filters:
+            for g in ("country", "region", "city"):
+                check(client, oracle, PipeQuery("geographic_distribution", a, b, filters=f, group_by=g,
+                                                limit=10000), False)
+            check(client, oracle, PipeQuery("geographic_distribution", a, b, filters=f, limit=3), False)
+        for f in event_filters:
+            for limit in (1, 10000):
+                check(client, oracle, PipeQuery("event_metrics", a, b, filters=f, limit=limit), False)
+
+
+def test_fast_paths_do_not_fall_back(many_users):
+    """The fast paths really answer (they fall back to the general path only when they cannot)."""
+    from serving import fastpath
+    from serving.params import GROUP_BY
+    from serving.params import PipeQuery as ServingQuery
+    from serving.pipes import PIPES
+
+    _, oracle, settings = many_users
+
+    def general(*_):
+        raise AssertionError("fell back to the general path")
+
+    con = duckdb.connect(str(current_snapshot(settings).path), read_only=True)
+    try:
+        whole = (D(2025, 1, 1), D(2025, 1, 31, 23, 59, 59))
+        cases = [
+            (fastpath.engagement(general), PipeQuery("user_engagement_time_series", *whole, filters={"country": ["US"]})),
+            (fastpath.active_users(general), PipeQuery("active_users", D(2025, 1, 6), D(2025, 2, 2, 23, 59, 59),
+                                                       time_bucket="week",
+                                                       filters={"event_type": ["click"]})),
+            (fastpath.ranking(general, lambda q: GROUP_BY[q.group_by]),
+             PipeQuery("geographic_distribution", *whole, filters={"platform": ["web"], "country": ["US", "DE"]})),
+            (fastpath.ranking(general, lambda q: ("event_type",)), PipeQuery("event_metrics", *whole)),
+        ]
+        for answer, q in cases:
+            sq = ServingQuery(q.pipe, q.start, q.end, q.time_bucket, q.filters, q.limit, q.group_by,
+                              q.segment_by_platform)
+            res = answer(con.cursor(), sq, PIPES[q.pipe])
+            names = [c.name for c in res.columns]
+            got = expected_rows([dict(zip(names, r)) for r in res.rows])
+            assert got and len(got) == len(reference_answer(oracle, q))
+            assert_rows_equal(got, expected_rows(reference_answer(oracle, q)), q)
+    finally:
+        con.close()

@@ -21,6 +21,10 @@ MART_DIMENSIONS = {
     "geographic_distribution": ["user_id", "event_type", "platform", "device", "country", "region", "city"],
     "engagement": ["grain", "filter_dim", "filter_value"],  # engagement_cube
     "activity": ["grain", "platform", "filter_dim", "filter_value"],  # activity_cube
+    "geo_user": ["filter_dim", "filter_value", "country", "region", "city", "user_id"],  # geo_user_spans
+    "event_user": ["filter_dim", "filter_value", "event_type", "user_id"],  # event_user_spans
+    "geo_day": ["filter_dim", "filter_value", "country", "region", "city"],  # geo_day_sums
+    "event_day": ["filter_dim", "filter_value", "event_type"],  # event_day_sums
 }
 MART_MEASURES = {
     "session_metrics": ["session_count", "bounced_sessions", "duration_sum"],
@@ -29,6 +33,10 @@ MART_MEASURES = {
     "geographic_distribution": ["event_count", "duration_sum"],
     "engagement": ["event_count", "duration_sum", "unique_users"],
     "activity": ["active_users"],
+    "geo_user": ["first_day", "last_day"],
+    "event_user": ["first_day", "last_day"],
+    "geo_day": ["event_count", "duration_sum"],
+    "event_day": ["event_count", "duration_sum"],
 }
 
 
@@ -47,7 +55,8 @@ def mart_contents(settings) -> dict[str, list[tuple]]:
         out = {}
         for mart in PUBLISHED_MARTS:
             family = mart.rsplit("_", 1)[0]
-            cols = ["period_start", *MART_DIMENSIONS[family], *MART_MEASURES[family]]
+            period = [] if family.endswith("_user") else ["period_start"]  # the user spans have no period
+            cols = [*period, *MART_DIMENSIONS[family], *MART_MEASURES[family]]
             join = "LEFT JOIN intermediate.int_user_keys USING (user_key)" if "user_id" in cols else ""
             out[mart] = sorted(
                 con.execute(f"SELECT {', '.join(cols)} FROM marts.{mart} {join}").fetchall(), key=repr

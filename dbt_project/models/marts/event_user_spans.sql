@@ -1,0 +1,3 @@
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='user_key') }}
+-- event_metrics: first/last active day per user × event_type, per single-valued filter (macros/spans.sql).
+{{ user_spans(ref('user_engagement_daily'), ['event_type'], ['platform', 'device', 'country']) }}
