@@ -186,6 +186,21 @@ _RANKING = {
 }
 
 
+# The spans pay off when the window covers most of the data: then few spans strictly contain it (the
+# undecided ones, checked against the daily mart). For a shorter window the general path, which reads
+# only the window's daily rows, is cheaper (measured in docs/PERFORMANCE.md). Either path is exact;
+# this only picks the faster one.
+SPAN_MIN_COVER = 0.75
+
+
+def _covers_most(cur, sums: str, a: datetime, b: datetime) -> bool:
+    lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {sums} WHERE filter_dim = ''").fetchone()
+    if lo is None:
+        return False
+    overlap = (min(b, hi) - max(a, lo)).days + 1
+    return overlap >= SPAN_MIN_COVER * ((hi - lo).days + 1)
+
+
 def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
     """The ranking pipes over a window of WHOLE days with no filter or one single-valued filter.
 
@@ -203,6 +218,11 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
         if f is None or q.h_start.hour != 0 or q.h_end.hour != 23:
             return general(cur, q, pipe)
         a, b = q.h_start, q.h_end.replace(hour=0)
+        try:
+            if not _covers_most(cur, sums, a, b):
+                return general(cur, q, pipe)
+        except duckdb.CatalogException:  # a snapshot published before the spans existed
+            return general(cur, q, pipe)
         keys = level_keys(q)
         klist = ", ".join(keys)
         fine = ", ".join(fine_keys)
@@ -213,6 +233,8 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
         daily_filter = f" AND d.{f[0]} = ?" if f[0] else ""
         daily_params = [f[1]] if f[0] else []
         join_on = " AND ".join(f"d.{k} = s.{k}" for k in fine_keys)
+        # At the finest key level the (keys, user) rows are already unique: no distinct needed.
+        users = "count(*)" if tuple(keys) == tuple(fine_keys) else "count(DISTINCT user_key)"
         sql = f"""
 WITH s AS (
     SELECT {klist}, sum(event_count) AS ec, sum(duration_sum) AS ds, count(*) AS n
@@ -223,14 +245,16 @@ sp AS (
     SELECT {fine}, user_key, first_day, last_day FROM {spans}
     WHERE filter_dim = ? AND filter_value = ? AND first_day <= ? AND last_day >= ?{key_where}
 ),
+undecided AS (SELECT * FROM sp WHERE first_day < ? AND last_day > ?),
 inside AS (
     SELECT DISTINCT {", ".join(f"s.{k}" for k in fine_keys)}, s.user_key
-    FROM (SELECT * FROM sp WHERE first_day < ? AND last_day > ?) AS s
+    FROM undecided AS s
     JOIN {daily} AS d ON d.user_key = s.user_key AND {join_on}
     WHERE d.period_start BETWEEN ? AND ?{daily_filter}
+      AND d.user_key IN (SELECT user_key FROM undecided)
 ),
 u AS (
-    SELECT {klist}, count(DISTINCT user_key) AS users, count(*) AS n FROM (
+    SELECT {klist}, {users} AS users, count(*) AS n FROM (
         SELECT {fine}, user_key FROM sp WHERE first_day >= ? OR last_day <= ?
         UNION ALL
         SELECT {fine}, user_key FROM inside
