@@ -374,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sensor-interval", type=int, default=None,
                     help="ENGAGE_SENSOR_INTERVAL_SECONDS for the run (default: the system's, 5)")
     ap.add_argument("--goal", type=float, default=30.0, help="p95 goal in seconds (default 30)")
-    ap.add_argument("--quiet-wait", type=float, default=120.0,
-                    help="seconds in all that the script may wait for other processes to go quiet (default 120)")
+    ap.add_argument("--quiet-wait", type=float, default=30.0,
+                    help="seconds in all that the script may wait for other processes to go quiet (default 30)")
     ap.add_argument("--seed", type=int, default=None, help="random offsets between trials (default: random)")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/INGESTION.md")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
@@ -502,4 +502,8 @@ def our_cpu(procs: Processes) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # everything started was stopped on the way out
+        print("interrupted; everything this benchmark started is stopped", file=sys.stderr)
+        sys.exit(130)
