@@ -4,14 +4,13 @@
 
 Builds one NDJSON file of about the given size from generated events (cached in bench/data/),
 then loads it `--repeat` times into fresh ENGAGE_HOMEs, each in its own process (`load_pending`),
-and writes the medians to docs/LOADER.md.
+and writes the medians to its section of docs/INGESTION.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -19,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from bench.common import machine_info, machine_line, md_table, write_doc_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
-DOC = ROOT / "docs" / "LOADER.md"
 
 LOAD_ONE = """
 import json, sys, time
@@ -74,12 +73,6 @@ def load_once(source: Path) -> dict:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gigabytes", type=float, default=2.0)
@@ -96,20 +89,12 @@ def main() -> None:
               f"peak RSS {r['peak_rss_mb']:.0f} MB ({time.perf_counter() - started:.1f} s with process start)")
     rows = runs[0]["rows_loaded"] + runs[0]["rows_quarantined"]
     wall = statistics.median(r["wall"] for r in runs)
-    table = (
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.\n\n"
-        "| file | rows | runs | median time | median rows/s | MB/s | peak RSS (max of runs) |\n|---|---|---|---|---|---|---|\n"
-        f"| {size / 1e9:.2f} GB NDJSON | {rows:,} | {len(runs)} | {wall:.1f} s | {rows / wall:,.0f} | "
-        f"{size / 1e6 / wall:,.0f} | {max(r['peak_rss_mb'] for r in runs):,.0f} MB |\n"
+    table = machine_line(machine_info()) + "\n\n" + md_table(
+        ["file", "rows", "runs", "median time", "median rows/s", "MB/s", "peak RSS (max of runs)"],
+        [[f"{size / 1e9:.2f} GB NDJSON", f"{rows:,}", len(runs), f"{wall:.1f} s", f"{rows / wall:,.0f}",
+          f"{size / 1e6 / wall:,.0f}", f"{max(r['peak_rss_mb'] for r in runs):,.0f} MB"]],
     )
-    doc = DOC.read_text() if DOC.exists() else ""
-    start, end = "<!-- loader-bench:start -->", "<!-- loader-bench:end -->"
-    block = f"{start}\n{table}{end}"
-    if start in doc:
-        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc = (doc or "# Loader benchmark\n\n`.venv/bin/python -m bench.loader [--gigabytes 2] [--repeat 3]`\n\n") + block + "\n"
-    DOC.write_text(doc)
+    write_doc_section("loader", table)
     print(table)
 
 
