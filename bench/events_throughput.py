@@ -7,7 +7,9 @@ What it does:
 1. Generates realistic events with ``engage.generate`` (one day, Zipf users, all timestamp forms,
    0.1% invalid lines by default) and cuts them into request bodies of ``--batch`` lines, plain and
    gzip (level 6), before anything is timed.
-2. Measures ``engage.events.accept_events`` in-process (no HTTP) as the ceiling of the server's work.
+2. Measures ``engage.events.accept_events`` in-process (no HTTP) as the ceiling of the server's work:
+   events/s, CPU per 1,000 events and how many requests each validation took together (threads
+   calling at once are validated together, as concurrent requests are in the server).
 3. Starts ``engage serve`` (one uvicorn process, as deployed) on a free 127.0.0.1 port with a
    temporary ENGAGE_HOME and ENGAGE_ADMIN_TOKEN.
 4. For each mode (plain / gzip, without / with ``wait=true``): a warm-up, then ``--runs`` runs of
@@ -197,9 +199,16 @@ def clear_landing(home: Path) -> None:
 # -- in-process ceiling -----------------------------------------------------------------------------
 
 
-def in_process(bodies: list[bytes], threads: int, seconds: float, home: Path) -> float:
-    """Events/s of accept_events() alone (no HTTP), ``threads`` at a time, as the server runs it."""
-    from engage.events import accept_events
+@dataclass
+class InProcess:
+    events_per_s: float
+    cpu_ms_per_1000: float  # this process's CPU time (all threads) per 1,000 accepted events
+    requests_per_validation: float
+
+
+def in_process(bodies: list[bytes], threads: int, seconds: float, home: Path) -> InProcess:
+    """accept_events() alone (no HTTP), ``threads`` callers at a time, as the server runs it."""
+    from engage.events import accept_events, batcher
     from engage.settings import Settings
 
     settings = Settings(home=home)
@@ -217,31 +226,43 @@ def in_process(bodies: list[bytes], threads: int, seconds: float, home: Path) ->
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda k: work(k, time.perf_counter() + 0.5), range(threads)))  # warm-up
         counts[:] = [0] * threads
+        validations = batcher.validations.copy()
+        cpu = time.process_time()
         start = time.perf_counter()
         ends = list(pool.map(lambda k: work(k, start + seconds), range(threads)))
+        cpu = time.process_time() - cpu
     elapsed = max(ends) - start
+    validations = batcher.validations - validations
     clear_landing(home)
-    return sum(counts) / elapsed
+    return InProcess(events_per_s=sum(counts) / elapsed, cpu_ms_per_1000=1e6 * cpu / max(1, sum(counts)),
+                     requests_per_validation=sum(n * c for n, c in validations.items()) / max(1, validations.total()))
 
 
 # -- profile ---------------------------------------------------------------------------------------
 
 # Where a server sample is counted: the first (leaf-most) frame matching one of these, else "other".
 PROFILE_BUCKETS = [
-    ("DuckDB: execute validation SQL", re.compile(r"^(submit|_submit|fetch_arrow_table|to_arrow_table) \(.*duckdb")),
+    # validate_together's own line is con.execute(): the validation SQL runs in C under that frame
+    ("DuckDB: execute validation SQL", re.compile(
+        r"^(submit|_submit|fetch_arrow_table|to_arrow_table) \(.*duckdb|^validate_together \(")),
     ("DuckDB: bind", re.compile(r"^bind \(.*duckdb")),
     ("DuckDB: parse/prepare SQL", re.compile(r"^prepare\w* \(.*duckdb")),
     ("DuckDB: register Arrow table / other client calls", re.compile(r"\(.*duckdb/")),
-    ("validate(): build Arrow input (pa.array)", re.compile(r"^validate \(.*engage/validate\.py")),
+    ("validation input: line numbers, pa.array, register", re.compile(
+        r"^(validate|_register_input|_numbered_apart|<genexpr>) \(.*engage/validate\.py")),
+    ("batcher: queue, hand-over", re.compile(r"^(ValidationBatcher\.\w+|_validate_each) \(.*engage/events\.py")),
     ("split_lines() (decode + split)", re.compile(r"^split_lines \(")),
     ("write_immutable() (write, fsync, rename)", re.compile(r"^write_immutable \(")),
-    ("accept_events(): to_pylist, filter, join, encode", re.compile(r"^accept_events \(")),
+    ("accept_events(): to_pylist, filter, join, encode", re.compile(r"^(accept_events|_valid_lines|_rejected_records) \(")),
     ("read_body() (gzip inflate, body chunks)", re.compile(r"^read_body \(")),
     ("uvicorn/httptools: HTTP parsing, socket I/O", re.compile(r"\((?:.*/)?(uvicorn|httptools|uvloop|asyncio)/")),
     ("starlette/fastapi: routing, middleware, threadpool hand-off", re.compile(r"\(.*(starlette|fastapi|anyio)/")),
     ("serving/ (auth, middleware, errors)", re.compile(r"\(.*serving/")),
     ("logging (access log)", re.compile(r"\(.*logging/")),
 ]
+
+
+WAITING_FRAME = re.compile(r"^(Condition|Event|Semaphore)?\.?wait \((?:.*/)?threading\.py")
 
 
 def summarize_profile(raw: Path) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -255,6 +276,8 @@ def summarize_profile(raw: Path) -> tuple[int, list[tuple[str, int]], list[tuple
             continue
         n = int(count)
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if frames and WAITING_FRAME.search(frames[-1]):
+            continue  # a thread blocked on a lock or an event (py-spy counts it): no CPU
         total += n
         leaves[frames[-1] if frames else "?"] += n
         for frame in reversed(frames):
@@ -302,7 +325,7 @@ def profile_server(server_pid: int, mode: str, port: int, token: str, bodies: li
 # -- report -----------------------------------------------------------------------------------------
 
 
-def report(args, info, bodies_plain, bodies_gz, results: dict[str, list[RunResult]], ceiling: dict[str, float],
+def report(args, info, bodies_plain, bodies_gz, results: dict[str, list[RunResult]], ceiling: dict[str, InProcess],
            prof: dict | None) -> str:
     rows = []
     best = 0.0
@@ -346,9 +369,13 @@ def report(args, info, bodies_plain, bodies_gz, results: dict[str, list[RunResul
             rows,
         ),
         "",
-        "In-process ceiling (no HTTP): `engage.events.accept_events` called directly on the same bodies "
-        f"(plain, not durable), {args.ceiling_seconds:g} s each: "
-        + "; ".join(f"{label}: **{eps:,.0f} events/s**" for label, eps in ceiling.items()) + ".",
+        f"In-process ceiling (no HTTP): `engage.events.accept_events` called directly on the same bodies "
+        f"(plain, not durable), {args.ceiling_seconds:g} s each; calls made at once are validated together "
+        "(`engage.events.ValidationBatcher`), as concurrent requests are in the server:",
+        "",
+        md_table(["calls", "events/s", "CPU ms / 1,000 events", "calls per validation (mean)"],
+                 [[label, f"**{c.events_per_s:,.0f}**", f"{c.cpu_ms_per_1000:.1f}", f"{c.requests_per_validation:.2f}"]
+                  for label, c in ceiling.items()]) if ceiling else "(not measured)",
         "",
         f"Goal: ≥ {args.goal:,} accepted events/s (plain, batches of {args.batch:,}): "
         + (f"**met** ({plain_eps:,.0f})." if met else f"**not met** ({plain_eps:,.0f}, {plain_eps / args.goal:.0%} of it)."),
@@ -357,8 +384,8 @@ def report(args, info, bodies_plain, bodies_gz, results: dict[str, list[RunResul
         parts += [
             "",
             f"Server profile (py-spy, 250 Hz, all threads, `{prof['mode']}` load, {prof['seconds']:.1f} s, "
-            f"{prof['events_per_s']:,.0f} events/s while profiled, {prof['samples']:,} samples of busy threads): "
-            "each sample is counted under the innermost matching frame.",
+            f"{prof['events_per_s']:,.0f} events/s while profiled, {prof['samples']:,} samples of busy threads, "
+            "threads blocked in a lock or event wait left out): each sample is counted under the innermost matching frame.",
             "",
             md_table(["where", "share of busy samples"],
                      [[name, f"{100 * n / max(1, prof['samples']):.1f}%"] for name, n in prof["buckets"]]),
@@ -409,19 +436,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(plain)} bodies of {args.batch} lines generated in {time.perf_counter() - t:.1f} s")
 
         quiet = QuietWaiter(args.quiet_wait)
-        ceiling: dict[str, float] = {}
+        ceiling: dict[str, InProcess] = {}
         if args.ceiling_seconds > 0:
             quiet.wait(2.0)
-            # Bodies of 4 and 10 requests validated in one call: what validating concurrent requests
-            # together (or clients sending bigger batches) would give.
-            x4 = [b"".join(plain[i:i + 4]) for i in range(0, len(plain) - 3, 4)]
+            # 1 thread: one validation per request; more threads: the batcher validates the calls
+            # waiting together. Bodies of 10 requests: what clients sending bigger batches get.
             x10 = [b"".join(plain[i:i + 10]) for i in range(0, len(plain) - 9, 10)]
             for label, bodies, threads in ((f"{args.batch:,} lines/call, 1 thread", plain, 1),
                                            (f"{args.batch:,} lines/call, 2 threads", plain, 2),
-                                           (f"{4 * args.batch:,} lines/call, 1 thread", x4, 1),
+                                           (f"{args.batch:,} lines/call, {args.clients} threads", plain, args.clients),
                                            (f"{10 * args.batch:,} lines/call, 1 thread", x10, 1)):
-                ceiling[label] = in_process(bodies, threads, args.ceiling_seconds, home / "inproc")
-                print(f"  in-process accept_events, {label}: {ceiling[label]:,.0f} events/s")
+                ceiling[label] = c = in_process(bodies, threads, args.ceiling_seconds, home / "inproc")
+                print(f"  in-process accept_events, {label}: {c.events_per_s:,.0f} events/s, "
+                      f"{c.cpu_ms_per_1000:.1f} ms CPU / 1,000 events, {c.requests_per_validation:.2f} calls/validation")
             remove_tree(home / "inproc")
 
         token = "bench-" + secrets.token_urlsafe(16)
@@ -471,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             write_doc_section(SECTION, text)
             print("\n(docs/INGESTION.md updated)")
         if args.json:
-            dump_json(args.json, {"machine": info, "args": vars(args), "ceiling": ceiling, "profile": prof,
+            dump_json(args.json, {"machine": info, "args": vars(args), "ceiling": {k: c.__dict__ for k, c in ceiling.items()}, "profile": prof,
                                   "runs": {m: [{k: v for k, v in r.__dict__.items() if k != "latencies_ms"}
                                                | {"p50_ms": percentile(r.latencies_ms, 50),
                                                   "p99_ms": percentile(r.latencies_ms, 99)} for r in rs]
