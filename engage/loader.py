@@ -106,6 +106,10 @@ def _refined(table: pa.Table) -> pa.Table:
     return table.set_column(table.schema.get_field_index("error"), "error", pa.array(fixed, table.schema.field("error").type))
 
 
+class StagingWriteError(RuntimeError):
+    """Writing a file's validated rows to staging failed; the load of the file stops, nothing committed."""
+
+
 def stage_file(path: Path, staging: Path) -> StagedFile:
     """Read and validate a landing file chunk by chunk into `staging` (Parquet), bounded memory.
 
@@ -121,10 +125,14 @@ def stage_file(path: Path, staging: Path) -> StagedFile:
             table = _refined(validate(validation_connection(), batch, dialect).to_arrow_table())
             if len(table) == 0:
                 continue
-            if writer is None:
-                writer = pq.ParquetWriter(staging, table.schema, compression="lz4")
-                staged.path = staging
-            writer.write_table(table)
+            try:
+                if writer is None:
+                    writer = pq.ParquetWriter(staging, table.schema, compression="lz4")
+                    staged.path = staging
+                writer.write_table(table)
+            except OSError as exc:
+                # Our own write failed (a full disk): not the landing file's fault, so not a read error.
+                raise StagingWriteError(f"cannot write the staging file {staging}: {exc}") from exc
             errors = table.column("error")
             staged.rows_loaded += errors.null_count
             staged.rows_quarantined += len(errors) - errors.null_count
@@ -181,12 +189,21 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: s
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
     finally:
         staging.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failure; if DuckDB cannot (a failed write invalidates the database), the
+    transaction dies with the connection, and the original error is the one worth raising."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error as exc:
+        log_event(logger, "rollback_failed", logging.WARNING, error=str(exc).splitlines()[0][:200])
 
 
 def load_rejected_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str) -> FileResult:
@@ -208,7 +225,7 @@ def load_rejected_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, 
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
     return FileResult(source, sha256, "loaded", batch_id, 0, count, time.perf_counter() - started)
 
@@ -247,7 +264,14 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
                 result = FileResult(source, sha256, "duplicate")
                 log_event(logger, "file_skipped_duplicate", file=source, same_content_as=known[0])
             else:
-                result = load_file(con, path, sha256, source, staging_dir)
+                try:
+                    result = load_file(con, path, sha256, source, staging_dir)
+                except Exception as exc:
+                    if not faults.is_disk_full(exc):
+                        raise
+                    log_event(logger, "load_failed", logging.ERROR, file=source, reason="disk full",
+                              error=str(exc).splitlines()[0][:300], files_loaded_before=len(summary.files))
+                    raise faults.DiskFull(f"loading {source} (nothing of it was committed)", str(settings.home_dir), exc) from exc
                 log_event(
                     logger,
                     "file_loaded" if result.status == "loaded" else "file_unreadable",
