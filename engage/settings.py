@@ -23,6 +23,16 @@ class Settings(BaseSettings):
     max_event_body_bytes: int = Field(10 * 1024 * 1024, description="Largest /v0/events body (413 beyond).")
     pipeline_memory_limit: str = Field("2GB", description="DuckDB memory limit of the loader and publisher (they spill beyond it).")
     documentation_url: str = Field("docs/API.md", description="Where error responses point.")
+    # Limits and security of the HTTP API (docs/API.md, "Limits" and "Security").
+    rate_limit_per_second: float = Field(2000, ge=0, description="Requests/s per token, sustained (0 = no limit).")
+    rate_limit_burst: int | None = Field(None, ge=1, description="Requests per token at once; default 2 s worth.")
+    rate_limit_anonymous_per_second: float = Field(
+        100, ge=0, description="Requests/s per client address without a valid token (0 = no limit).")
+    rate_limit_anonymous_burst: int | None = Field(None, ge=1, description="Burst of the above; default 2 s worth.")
+    max_concurrent_queries: int = Field(16, ge=0, description="Pipe queries in flight at once (0 = no cap).")
+    max_concurrent_event_requests: int = Field(8, ge=0, description="/v0/events requests in flight (0 = no cap).")
+    concurrency_wait_ms: int = Field(100, ge=0, description="How long a request over a cap waits for a slot (429 after).")
+    cors_origins: str = Field("", description="Origins allowed by CORS: comma-separated, or `*`; empty = CORS off.")
 
     @property
     def home_dir(self) -> Path:

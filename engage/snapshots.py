@@ -80,15 +80,55 @@ def _write_atomically(path: Path, text: str) -> None:
     _fsync_path(path.parent)
 
 
-def current_snapshot(settings: Settings) -> SnapshotRef | None:
-    """The published snapshot named by CURRENT, or None before the first publish."""
+class SnapshotProblem(Exception):
+    """The CURRENT pointer or a snapshot file is missing or damaged; the message says which and how."""
+
+
+def read_current(settings: Settings) -> SnapshotRef:
+    """The snapshot that CURRENT names; SnapshotProblem if there is none or the pointer is damaged."""
     pointer = settings.snapshots_dir / CURRENT_FILE
     try:
         meta = json.loads(pointer.read_text())
-    except (FileNotFoundError, ValueError):
+        ref = SnapshotRef(str(meta["snapshot_id"]), settings.snapshots_dir / Path(str(meta["file"])).name)
+    except FileNotFoundError:
+        raise SnapshotProblem(f"no {CURRENT_FILE} pointer in {settings.snapshots_dir}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotProblem(f"the {CURRENT_FILE} pointer is damaged ({type(exc).__name__}); the next publish rewrites it") from None
+    if not ref.path.exists():
+        raise SnapshotProblem(f"{CURRENT_FILE} names {ref.path.name}, which does not exist; the next publish repairs it")
+    return ref
+
+
+def current_snapshot(settings: Settings) -> SnapshotRef | None:
+    """The published snapshot named by CURRENT, or None (nothing published, or the pointer is damaged)."""
+    try:
+        return read_current(settings)
+    except SnapshotProblem:
         return None
-    path = settings.snapshots_dir / meta["file"]
-    return SnapshotRef(meta["snapshot_id"], path) if path.exists() else None
+
+
+def kept_snapshots(settings: Settings) -> list[SnapshotRef]:
+    """Every published snapshot file on disk, newest first (ids sort by time)."""
+    files = sorted(settings.snapshots_dir.glob("*.duckdb"), reverse=True)
+    return [SnapshotRef(f.stem, f) for f in files]
+
+
+def check_snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> dict[str, int]:
+    """Rows of every published mart in an open snapshot; SnapshotProblem if a table is missing or
+    the snapshot is not `snapshot_id`. Reads only catalog metadata and counts: cheap."""
+    try:
+        info = con.execute(f"SELECT snapshot_id FROM {INFO_TABLE}").fetchall()
+        present = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+        missing = [m for m in PUBLISHED_MARTS if m not in present]
+        if missing:
+            raise SnapshotProblem(f"snapshot {snapshot_id} lacks the marts {', '.join(missing)}")
+        rows = {m: con.execute(f"SELECT count(*) FROM {m}").fetchone()[0] for m in PUBLISHED_MARTS}
+    except duckdb.Error as exc:
+        raise SnapshotProblem(f"snapshot {snapshot_id} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if info != [(snapshot_id,)]:
+        raise SnapshotProblem(f"snapshot file {snapshot_id} holds snapshot {info[:1]}")
+    return rows
 
 
 def new_snapshot_id() -> str:
@@ -124,6 +164,8 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
     finally:
         warehouse.execute("DETACH snap")
     _fsync_path(tmp)
+    faults.damage("publish_damaged_write", tmp)
+    _validate_written(tmp, snapshot_id, rows)
     os.replace(tmp, final)
     faults.point("publish_before_swap")
     _write_atomically(
@@ -140,6 +182,18 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
         "snapshots_removed": removed,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _validate_written(path: Path, snapshot_id: str, rows: dict[str, int]) -> None:
+    """Read the written file back, as the API will, before anything points at it."""
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            found = check_snapshot(con, snapshot_id)
+        if found != rows:
+            raise SnapshotProblem(f"snapshot {snapshot_id} holds {found} rows, not the {rows} copied")
+    except (SnapshotProblem, duckdb.Error) as exc:
+        path.unlink(missing_ok=True)
+        raise SnapshotProblem(f"the new snapshot failed validation and was not published: {exc}") from exc
 
 
 def prune(settings: Settings) -> int:

@@ -24,6 +24,8 @@ from engage.logs import log_event
 
 logger = logging.getLogger("engage.dbt")
 SUCCESS = {"success", "pass"}
+# Not failures: a skipped node, and a test of severity `warn` that found rows (dbt passes the build).
+NOT_FAILED = SUCCESS | {"skipped", "warn"}
 
 
 class DbtBuildFailed(Exception):
@@ -79,7 +81,7 @@ def dbt_build_events(
         node = node_result.node
         status = str(node_result.status)
         unique_id = node.unique_id
-        if status not in SUCCESS and status != "skipped":
+        if status not in NOT_FAILED:
             failures.append(f"{unique_id}: {status} {node_result.message or ''}".strip())
         if unique_id.startswith("model.") and status in SUCCESS:
             counts["models"] += 1
@@ -101,7 +103,7 @@ def dbt_build_events(
                 asset_key=check_key.asset_key,
                 check_name=check_key.name,
                 passed=status == "pass",
-                severity=AssetCheckSeverity.ERROR,
+                severity=AssetCheckSeverity.WARN if status == "warn" else AssetCheckSeverity.ERROR,
                 metadata={"dbt_status": status, "failing_rows": failed_rows},
             )
     log_event(logger, "dbt_build_finished", models=counts["models"], tests=counts["tests"],

@@ -1,8 +1,11 @@
 """Access to the published snapshot (engage/snapshots.py publishes; we only read).
 
 * The CURRENT pointer is checked at most every ``check_interval`` seconds (a cheap ``stat``); when it
-  names a new file, that file is opened read-only and becomes current. A snapshot that cannot be
-  opened is logged and the previous one keeps serving.
+  names a new file, that file is opened read-only, checked (every mart present, counted) and becomes
+  current. A pointer or snapshot that cannot be read is logged, kept as a ``problem`` for /ready,
+  and the snapshot already open keeps serving; with none open (start-up), the newest readable
+  snapshot on disk serves. While one is open, nothing is retried until CURRENT changes (the next
+  publish repairs); while none is, every check retries.
 * One DuckDB connection per snapshot file; each request takes ONE cursor (``con.cursor()``) for
   its whole life, so every response comes from exactly one snapshot, even if CURRENT moves on
   meanwhile. A replaced snapshot's connection is closed when its last request finishes.
@@ -23,7 +26,7 @@ from typing import Iterator
 import duckdb
 
 from engage.settings import Settings
-from engage.snapshots import CURRENT_FILE, INFO_TABLE, current_snapshot
+from engage.snapshots import CURRENT_FILE, INFO_TABLE, SnapshotProblem, SnapshotRef, check_snapshot, kept_snapshots, read_current
 
 log = logging.getLogger("engage.serving.snapshots")
 
@@ -39,6 +42,7 @@ class _Entry:
     con: duckdb.DuckDBPyConnection
     watermark: datetime | None
     published_at: datetime | None
+    file_sig: tuple | None = None  # the file as opened; a published snapshot never changes
     users: int = 0
     retired: bool = False
 
@@ -68,58 +72,93 @@ class SnapshotManager:
         self._lock = threading.Lock()
         self._current: _Entry | None = None
         self._checked_at = float("-inf")
-        self._pointer_sig: tuple | None = None
+        self._pointer_sig: tuple | None | str = "never read"
         self._reason = "no snapshot has been published yet"
+        self._problem: str | None = None
 
     # -- internals (under self._lock) --------------------------------------------------------
 
-    def _pointer_signature(self) -> tuple | None:
+    @staticmethod
+    def _file_signature(path: Path) -> tuple | None:
         try:
-            st = os.stat(self.settings.snapshots_dir / CURRENT_FILE)
+            st = os.stat(path)
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _damaged(self) -> bool:
+        """The open snapshot's file was changed in place (truncated, overwritten): its reads may fail.
+        (A removed file is fine: the open handle keeps reading it.)"""
+        sig = self._file_signature(self._current.path) if self._current else None
+        return sig is not None and sig != self._current.file_sig
 
     def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._checked_at < self.check_interval:
             return
         self._checked_at = now
-        sig = self._pointer_signature()
-        if sig is not None and sig == self._pointer_sig:
-            return
-        ref = current_snapshot(self.settings)
-        if ref is None:
-            # Nothing published (or the pointer names a missing file): keep serving what we have.
-            if self._current is None:
-                self._reason = "no snapshot has been published yet: run `engage ingest` (or wait for the pipeline)"
-            return
-        if self._current is not None and self._current.path == ref.path:
-            self._pointer_sig = sig
-            return
-        try:
-            entry = self._open(ref.snapshot_id, ref.path)
-        except Exception as exc:  # a damaged or vanished file: keep the previous snapshot
-            log.error("cannot open snapshot %s (%s): %s", ref.snapshot_id, ref.path, exc)
-            if self._current is None:
-                self._reason = f"the published snapshot {ref.snapshot_id} cannot be read"
+        damaged = self._damaged()
+        sig = self._file_signature(self.settings.snapshots_dir / CURRENT_FILE)
+        if sig == self._pointer_sig and self._current is not None and not damaged:
             return
         self._pointer_sig = sig
+        try:
+            ref = read_current(self.settings)
+            if self._current is not None and self._current.path == ref.path:
+                if damaged:
+                    raise SnapshotProblem(f"the file of snapshot {ref.snapshot_id} changed on disk after it was "
+                                          "published (snapshot files never change: damaged?)")
+                self._problem = None
+                return
+            entry = self._open(ref)
+            self._problem = None
+        except SnapshotProblem as exc:
+            entry, problem = None, str(exc)
+            if sig is None and self._current is None and not kept_snapshots(self.settings):
+                self._reason = "no snapshot has been published yet: run `engage ingest` (or wait for the pipeline)"
+                return
+            unreadable: list[str] = []
+            if self._current is None or damaged:
+                entry = self._fallback(self._current.path if damaged else None, unreadable)
+            serving = entry or self._current
+            previous, self._problem = self._problem, problem + (f"; serving snapshot {serving.snapshot_id}" if serving else "")
+            self._reason = "; ".join(dict.fromkeys([problem, *unreadable]))
+            if self._problem != previous:  # once, not at every check
+                log.error("snapshot problem: %s", "; ".join(dict.fromkeys([self._problem, *unreadable])))
+            if entry is None:
+                return
         old, self._current = self._current, entry
         log.info("serving snapshot %s (watermark %s)", entry.snapshot_id, format_watermark(entry.watermark))
         if old is not None:
             old.retired = True
             self._maybe_close(old)
 
-    def _open(self, snapshot_id: str, path: Path) -> _Entry:
-        con = duckdb.connect(str(path), read_only=True)
+    def _fallback(self, avoid: Path | None, unreadable: list[str]) -> _Entry | None:
+        """The newest readable snapshot on disk (CURRENT is damaged and none is open, or the open
+        one is); what could not be read is added to `unreadable`."""
+        for ref in kept_snapshots(self.settings):
+            if ref.path == avoid:
+                continue
+            try:
+                return self._open(ref)
+            except SnapshotProblem as exc:
+                unreadable.append(str(exc))
+        return None
+
+    def _open(self, ref: SnapshotRef) -> _Entry:
+        file_sig = self._file_signature(ref.path)
         try:
-            row = con.execute(f"SELECT watermark, published_at FROM {INFO_TABLE} LIMIT 1").fetchone()
-        except Exception:
+            con = duckdb.connect(str(ref.path), read_only=True)
+        except duckdb.Error as exc:
+            raise SnapshotProblem(f"snapshot {ref.snapshot_id} cannot be read ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]})") from None
+        try:
+            check_snapshot(con, ref.snapshot_id)
+            watermark, published_at = con.execute(f"SELECT watermark, published_at FROM {INFO_TABLE}").fetchone()
+        except BaseException:
             con.close()
             raise
-        watermark, published_at = row if row else (None, None)
-        return _Entry(snapshot_id, path, con, watermark, published_at)
+        return _Entry(ref.snapshot_id, ref.path, con, watermark, published_at, file_sig)
 
     @staticmethod
     def _maybe_close(entry: _Entry) -> None:
@@ -162,10 +201,21 @@ class SnapshotManager:
             log.warning("snapshot peek failed", exc_info=True)
             return None
 
+    def problems(self) -> list[str]:
+        """What is wrong with the snapshots, in words (empty when CURRENT is open and on disk)."""
+        with self._lock:
+            self._refresh()
+            problems = [self._problem] if self._problem else []
+            entry = self._current
+        if entry is not None and not entry.path.exists():
+            problems.append(f"the file of the snapshot being served ({entry.path.name}) was removed from disk; "
+                            "it serves from the open file until the next publish")
+        return problems
+
     def close(self) -> None:
         with self._lock:
             entry, self._current = self._current, None
-            self._pointer_sig = None
+            self._pointer_sig = "never read"
             self._checked_at = float("-inf")
             if entry is not None:
                 entry.retired = True

@@ -26,6 +26,7 @@ from fastapi import Query
 from fastapi.testclient import TestClient
 
 from engage.settings import Settings
+from engage.snapshots import PUBLISHED_MARTS
 from serving.app import create_app
 from serving.auth import TokensFileError
 from serving.logs import RedactTokens, redact, uvicorn_log_config
@@ -64,8 +65,10 @@ def client(settings):
         yield c
 
 
-def fake_snapshot(settings: Settings, snapshot_id: str, watermark: str | None = "2023-05-06 07:08:09") -> Path:
-    """A stand-in published snapshot: only snapshot_info (no marts), and the CURRENT pointer to it."""
+def fake_snapshot(settings: Settings, snapshot_id: str, watermark: str | None = "2023-05-06 07:08:09",
+                  marts: bool = True) -> Path:
+    """A stand-in published snapshot: snapshot_info, empty one-column marts (or none), and the
+    CURRENT pointer to it."""
     d = settings.snapshots_dir
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{snapshot_id}.duckdb"
@@ -73,6 +76,8 @@ def fake_snapshot(settings: Settings, snapshot_id: str, watermark: str | None = 
     con.execute(
         "CREATE TABLE snapshot_info AS SELECT ?::VARCHAR AS snapshot_id, ?::TIMESTAMP AS watermark, "
         "now()::TIMESTAMP AS published_at, 0::BIGINT AS raw_event_count", [snapshot_id, watermark])
+    for mart in PUBLISHED_MARTS if marts else ():
+        con.execute(f"CREATE TABLE {mart} (period_start TIMESTAMP)")
     con.close()
     tmp = d / ".CURRENT.tmp"
     tmp.write_text(json.dumps({"snapshot_id": snapshot_id, "file": path.name}))
@@ -299,7 +304,7 @@ def test_pointer_to_missing_or_broken_file_is_503(settings, client):
 
 
 def test_ready_with_a_snapshot_lacking_marts_is_503(settings, client):
-    fake_snapshot(settings, "snap-a")
+    fake_snapshot(settings, "snap-a", marts=False)
     assert_error(client.get("/ready"), 503, "snap-a", "lacks the marts")
 
 

@@ -3,6 +3,7 @@
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
+from engage import refresh_status
 from engage.loader import load_pending
 from engage.locking import refresh_lock
 from orchestration.resources import EngageResource
@@ -25,6 +26,7 @@ def load_landing_files(context: AssetExecutionContext, engage: EngageResource):
     """Load every pending landing file, each in one transaction with its ledger row."""
     settings = engage.settings()
     with refresh_lock(settings.refresh_lock_path, holder=f"run {context.run_id}"):
+        refresh_status.record(settings, context.run_id, "running")
         summary = load_pending(settings)
     totals = summary.as_dict()
     context.log.info(" ".join(f"{k}={v}" for k, v in totals.items()))

@@ -3,6 +3,7 @@
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
+from engage import refresh_status
 from engage.loader import connect_warehouse
 from engage.locking import refresh_lock
 from engage.snapshots import MARTS_SCHEMA, PUBLISHED_MARTS, publish
@@ -21,6 +22,7 @@ def published_snapshot(context: AssetExecutionContext, engage: EngageResource) -
             info = publish(con, settings)
         finally:
             con.close()
+    refresh_status.record(settings, context.run_id, "ok", snapshot_id=info["snapshot_id"])
     context.log.info(
         f"event=snapshot_published snapshot_id={info['snapshot_id']} watermark={info['watermark']} "
         f"raw_events={info['raw_event_count']} seconds={info['seconds']}"
