@@ -14,13 +14,17 @@
   previous tokens and is logged).
 * A token travels as ``Authorization: Bearer <token>`` or ``?token=<token>``; it is compared in
   constant time against EVERY known token and never logged.
+* A token entry may carry its own rate limit (``rate_limit_per_second``, ``rate_limit_burst``;
+  0 = none) instead of ``ENGAGE_RATE_LIMIT_PER_SECOND`` / ``_BURST`` (serving/limits.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
+import stat
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from pathlib import Path
 from fastapi import Request
 
 from serving.errors import ApiError
+from serving.limits import Rate
 
 log = logging.getLogger("engage.serving.auth")
 
@@ -47,6 +52,9 @@ class Principal:
     name: str
     scopes: frozenset[str]
     admin: bool = False
+    token_id: str = ""  # a short hash of the token: the rate limiter's key (never the token itself)
+    own_rate: bool = False  # True: ``rate`` (None = unlimited) replaces the default rate limit
+    rate: Rate | None = None
 
     def allows(self, scope: str) -> bool:
         return self.admin or any(scope == g or scope.startswith(g + ":") for g in self.scopes)
@@ -60,6 +68,26 @@ class _Token:
 
 class TokensFileError(ValueError):
     pass
+
+
+def token_id(token: bytes) -> str:
+    return hashlib.sha256(token).hexdigest()[:12]
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def _own_rate(entry: dict, where: str) -> tuple[bool, Rate | None]:
+    """The entry's ``rate_limit_per_second`` / ``rate_limit_burst``, if it sets them."""
+    per_second, burst = entry.get("rate_limit_per_second"), entry.get("rate_limit_burst")
+    if per_second is None and burst is None:
+        return False, None
+    if not _number(per_second) or per_second != per_second or per_second == float("inf"):
+        raise TokensFileError(f"{where}: `rate_limit_per_second` must be a number >= 0 (0 = no limit)")
+    if burst is not None and (not isinstance(burst, int) or isinstance(burst, bool) or burst < 1):
+        raise TokensFileError(f"{where}: `rate_limit_burst` must be an integer >= 1")
+    return True, Rate.of(float(per_second), burst)
 
 
 def load_tokens_file(path: Path) -> list[_Token]:
@@ -88,19 +116,38 @@ def load_tokens_file(path: Path) -> list[_Token]:
         for s in scopes:
             if not any(s == p or s.startswith(p + ":") for p in KNOWN_SCOPE_PREFIXES):
                 log.warning("%s (%s): unknown scope %r ignored", where, name, s)
-        out.append(_Token(token.encode("utf-8"), Principal(str(name), frozenset(scopes))))
+        own_rate, rate = _own_rate(entry, f"{where} ({name})")
+        secret = token.encode("utf-8")
+        out.append(_Token(secret, Principal(str(name), frozenset(scopes), token_id=token_id(secret),
+                                            own_rate=own_rate, rate=rate)))
     return out
+
+
+def owner_only(path: Path, what: str, fix: bool) -> None:
+    """Log (and with ``fix``, chmod 600) a secret file that other users may read or write."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        if fix:
+            os.chmod(path, 0o600)
+            log.warning("%s %s was readable by other users (mode %o): made owner-only (600)", what, path, mode)
+        else:
+            log.warning("%s %s is readable by other users (mode %o): run `chmod 600 %s`", what, path, mode, path)
 
 
 class TokenStore:
     def __init__(self, admin_token: str, tokens_file: Path | None):
-        self._admin = _Token(admin_token.encode("utf-8"), Principal("admin", frozenset(), admin=True))
+        secret = admin_token.encode("utf-8")
+        self._admin = _Token(secret, Principal("admin", frozenset(), admin=True, token_id=token_id(secret)))
         self._file = tokens_file
         self._lock = threading.Lock()
         self._sig: tuple | None = None
         self._scoped: list[_Token] = []
         if tokens_file is not None:
             self._scoped = load_tokens_file(tokens_file)  # a broken file at start-up is fatal
+            owner_only(tokens_file, "tokens file", fix=False)
             self._sig = self._signature()
 
     def _signature(self) -> tuple | None:
@@ -145,12 +192,13 @@ def token_from_request(request: Request) -> str | None:
 
 
 def authorize(request: Request, scopes: tuple[str, ...]) -> Principal:
-    """The request's principal if it holds one of ``scopes``; else ApiError(403)."""
+    """The request's principal if it holds one of ``scopes``; else ApiError(403), or 429 over its rate."""
     store: TokenStore = request.app.state.tokens
     token = token_from_request(request)
+    principal = store.lookup(token) if token is not None else None
+    request.app.state.limits.check_rate(request, principal)  # 429 before 403: refused floods count too
     if token is None:
         raise ApiError(403, f"Missing token: {TOKEN_HOWTO}.")
-    principal = store.lookup(token)
     if principal is None:
         raise ApiError(403, f"Invalid token: this token is unknown; {TOKEN_HOWTO} with a valid token.")
     if not any(principal.allows(s) for s in scopes):

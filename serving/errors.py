@@ -3,7 +3,7 @@
 One handler (:func:`handle_error`) serves all exceptions: :class:`ApiError` raised by our code,
 Starlette/FastAPI ``HTTPException`` (routing 404/405), ``RequestValidationError`` and, as a
 catch-all, any other exception, which is logged (without the query string) and answered with a
-generic 500 that leaks no internals.
+generic 500 that leaks no internals. A 429 always carries ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.formats import json_bytes
+from serving.middleware import security_headers
 
 log = logging.getLogger("engage.serving")
 
@@ -25,7 +26,7 @@ DEFAULT_MESSAGES = {
     404: "Not found: the API serves /v0/pipes/<pipe>.<json|csv|ndjson|parquet>, /health and /ready.",
     405: "Method not allowed.",
     413: "Request body too large.",
-    429: "Too many requests: retry later.",
+    429: "Too many requests: retry after the Retry-After seconds.",
     500: "Internal error: the request could not be answered. It has been logged; retry or report it with its X-Request-ID.",
     503: "Service unavailable.",
 }
@@ -74,14 +75,18 @@ async def handle_error(request: Request, exc: Exception) -> Response:
                 allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
                 if allow:
                     detail = f"Method {request.method} not allowed here: use {allow}."
-        return error_response(request, status, detail, exc.headers)
+        headers = exc.headers
+        if status == 429 and not any(k.lower() == "retry-after" for k in headers or {}):
+            headers = {**(headers or {}), "Retry-After": "1"}
+        return error_response(request, status, detail, headers)
     if isinstance(exc, RequestValidationError):
         return error_response(request, 400, _validation_message(exc))
     log.exception(
         "unhandled error answering %s %s (request %s)",
         request.method, request.url.path, getattr(request.state, "request_id", "-"),
     )
-    return error_response(request, 500, DEFAULT_MESSAGES[500])
+    # Answered outside the middlewares (by Starlette's ServerErrorMiddleware): add their headers here.
+    return error_response(request, 500, DEFAULT_MESSAGES[500], security_headers())
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -92,9 +92,11 @@ async def post_events(
     if name != DATASOURCE:
         raise ApiError(404, f"Unknown data source {name[:60]!r}: the only data source is {DATASOURCE}.")
     durable = _wait_flag(wait)
-    body = await read_body(request, settings.max_event_body_bytes)
-    request_id = getattr(request.state, "request_id", "") or ""
-    result = await run_in_threadpool(accept_events, settings, body, request_id, durable)
+    # The cap covers the body too: it bounds the memory of bodies being read and validated at once.
+    async with request.app.state.limits.event_requests:
+        body = await read_body(request, settings.max_event_body_bytes)
+        request_id = getattr(request.state, "request_id", "") or ""
+        result = await run_in_threadpool(accept_events, settings, body, request_id, durable)
     payload = {"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows}
     return Response(json_bytes(payload), status_code=200 if durable else 202, media_type="application/json")
 

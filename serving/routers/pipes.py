@@ -8,6 +8,7 @@ from typing import Callable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from serving.auth import pipe_scopes
 from serving.cache import bypass, cache_key
@@ -44,7 +45,7 @@ def _check_format(pipe: Pipe) -> Callable:
 
 
 def _endpoint(pipe: Pipe) -> Callable:
-    def endpoint(request: Request, snapshots: SnapshotManager = Depends(get_snapshots)) -> Response:
+    def answer(request: Request, snapshots: SnapshotManager) -> Response:
         started = time.perf_counter()
         fmt = request.path_params["format"]
         query: dict[str, list[str]] = {}
@@ -68,6 +69,11 @@ def _endpoint(pipe: Pipe) -> Callable:
             "bytes_read": result.bytes_read,
         }
         return Response(RENDERERS[fmt](result), media_type=FORMATS[fmt])
+
+    async def endpoint(request: Request, snapshots: SnapshotManager = Depends(get_snapshots)) -> Response:
+        # Admitted on the event loop, before taking a worker thread: over the cap is a quick 429.
+        async with request.app.state.limits.queries:
+            return await run_in_threadpool(answer, request, snapshots)
 
     endpoint.__name__ = f"pipe_{pipe.name}"
     return endpoint
