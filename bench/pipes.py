@@ -102,11 +102,12 @@ def link_files(src: Path, dst: Path) -> None:
 class Proc:
     """A subprocess in its own process group; peak RSS of its whole tree is sampled."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = PROJECT):
         self.log_fh = open(log_path, "wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=PROJECT, stdout=self.log_fh, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self.log_fh, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         self.peak_rss = 0
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -143,7 +144,10 @@ class Proc:
             self._stop.wait(0.1)
 
     def wait(self) -> int:
-        rc = self.popen.wait()
+        """Wait for the process; also records its CPU time (user + system, with its reaped children)."""
+        _, status, usage = os.wait4(self.popen.pid, 0)
+        self.popen.returncode = rc = os.waitstatus_to_exitcode(status)
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime
         self._stop.set()
         self.log_fh.close()
         return rc
@@ -170,15 +174,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ingest(env: dict[str, str], log_path: Path, *extra: str) -> dict:
+# The pipeline's own logfmt lines that time its phases (engage.loader, engage.dbt, engage.snapshots).
+PHASE_EVENTS = {"load_finished": "load", "dbt_build_finished": "dbt", "snapshot_published": "publish"}
+
+
+def phase_seconds(log_text: str) -> dict[str, float]:
+    """Seconds of each phase of one `engage ingest`, from its log lines (`event=… seconds=…`)."""
+    out: dict[str, float] = {}
+    for line in log_text.splitlines():
+        for event, phase in PHASE_EVENTS.items():
+            if f"event={event} " in line and " seconds=" in line:
+                out[phase] = float(line.split(" seconds=", 1)[1].split()[0])
+    return out
+
+
+def dbt_node_seconds(run_results: Path) -> dict:
+    """dbt's own timings of a build (target/run_results.json): wall time, summed model and test
+    execution times (2 threads, so the sums exceed the wall time), and every node's seconds."""
+    rr = json.loads(run_results.read_text())
+    nodes = {r["unique_id"].split(".")[0] + ":" + r["unique_id"].split(".")[2]: round(r["execution_time"], 3)
+             for r in rr["results"]}
+    return {"elapsed": rr["elapsed_time"],
+            "models": sum(v for k, v in nodes.items() if k.startswith("model:")),
+            "tests": sum(v for k, v in nodes.items() if k.startswith("test:")),
+            "nodes": nodes}
+
+
+def ingest(env: dict[str, str], log_path: Path, *extra: str, code: Path = PROJECT) -> dict:
     started = time.perf_counter()
-    p = Proc([str(BIN / "engage"), "ingest", *extra], env, log_path)
+    p = Proc([str(BIN / "engage"), "ingest", *extra], env, log_path, cwd=code)
     rc = p.wait()
     seconds = time.perf_counter() - started
     if rc != 0:
         raise SystemExit(f"engage ingest failed (rc={rc}); see {log_path}")
-    # ru_maxrss of the reaped child as a second opinion (kB on Linux)
-    return {"seconds": seconds, "peak_rss": p.peak_rss, "output": log_path.read_text().strip().splitlines()[-1:]}
+    text = log_path.read_text()
+    out = {"seconds": seconds, "cpu_seconds": p.cpu_seconds, "peak_rss": p.peak_rss,
+           "phases": phase_seconds(text), "output": text.strip().splitlines()[-1:]}
+    run_results = Path(env["ENGAGE_HOME"]) / "state" / "dbt_target" / "run_results.json"
+    if run_results.exists():
+        out["dbt"] = dbt_node_seconds(run_results)
+    return out
+
+
+def run_pipeline(root: Path, home: Path, env: dict[str, str], logs: Path, label: str,
+                 code: Path = PROJECT) -> dict:
+    """The three measured `engage ingest` runs on a fresh ENGAGE_HOME: the first ingest of the
+    dataset, the incremental refresh after 1% more events, then the full rebuild."""
+    out = {}
+    link_files(root / "main", home / "landing")
+    for step, extra, files in (("full_build", (), None), ("incremental", (), "extra"),
+                               ("rebuild", ("--full-refresh",), None)):
+        if files:
+            link_files(root / files, home / "landing" / files)
+        out[step] = r = ingest(env, logs / f"ingest-{step}.log", *extra, code=code)
+        log(f"[{label}] {step}: {r['seconds']:.1f} s (cpu {r['cpu_seconds']:.1f} s), peak RSS "
+            f"{r['peak_rss'] / 2**20:.0f} MiB, " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items()))
+    return out
 
 
 # ----------------------------------------------------------------------------- cases
@@ -474,29 +525,26 @@ def median_ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
+def home_env(home: Path, code: Path = PROJECT) -> dict[str, str]:
+    """The environment of engage commands on `home`; `code`: the checkout whose engage runs."""
+    env = {**os.environ, **QUIET, "ENGAGE_HOME": str(home), "ENGAGE_ADMIN_TOKEN": TOKEN,
+           "ENGAGE_SENSOR_INTERVAL_SECONDS": "3600"}
+    env.pop("ENGAGE_LANDING_DIR", None)
+    if code != PROJECT:
+        env["PYTHONPATH"] = str(code)  # ahead of the editable install of this checkout
+    return env
+
+
 def run_dataset(n: int, args, full: bool) -> dict:
     root = dataset(n, args.seed)
     tmp = Path(tempfile.mkdtemp(prefix=f"run-{n}-", dir=DATA_DIR))
     home = tmp / "home"
-    env = {**os.environ, **QUIET, "ENGAGE_HOME": str(home), "ENGAGE_ADMIN_TOKEN": TOKEN,
-           "ENGAGE_SENSOR_INTERVAL_SECONDS": "3600"}
-    env.pop("ENGAGE_LANDING_DIR", None)
+    env = home_env(home)
     out: dict[str, Any] = {"events": n, "generated": json.loads((root / "DONE").read_text())}
     server: Proc | None = None
     raw = ch = None
     try:
-        link_files(root / "main", home / "landing")
-        log(f"[{n:,}] engage ingest (full build)")
-        out["full_build"] = ingest(env, tmp / "ingest-full.log")
-        log(f"[{n:,}] full build {out['full_build']['seconds']:.1f} s, peak RSS "
-            f"{out['full_build']['peak_rss'] / 2**20:.0f} MiB")
-        link_files(root / "extra", home / "landing" / "extra")
-        out["incremental"] = ingest(env, tmp / "ingest-incr.log")
-        log(f"[{n:,}] incremental {out['incremental']['seconds']:.1f} s, peak RSS "
-            f"{out['incremental']['peak_rss'] / 2**20:.0f} MiB")
-        out["rebuild"] = ingest(env, tmp / "ingest-rebuild.log", "--full-refresh")
-        log(f"[{n:,}] full rebuild (--full-refresh) {out['rebuild']['seconds']:.1f} s, peak RSS "
-            f"{out['rebuild']['peak_rss'] / 2**20:.0f} MiB")
+        out.update(run_pipeline(root, home, env, tmp, f"{n:,}"))
         snap_sizes = {p.name: p.stat().st_size for p in (home / "snapshots").glob("*.duckdb")}
         out["snapshot_bytes"] = max(snap_sizes.values()) if snap_sizes else 0
         out["warehouse_bytes"] = (home / "warehouse.duckdb").stat().st_size
@@ -567,6 +615,55 @@ def run_dataset(n: int, args, full: bool) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             out["tmp"] = str(tmp)
+    return out
+
+
+# ----------------------------------------------------------------------------- pipeline only
+
+
+PIPELINE_STEPS = (("full_build", "first ingest"), ("incremental", "incremental (+1%)"),
+                  ("rebuild", "full rebuild"))
+
+
+def pipeline_only(args) -> int:
+    """`--pipeline-only`: only the three `engage ingest` runs, `--reps` times on fresh homes; with
+    `--baseline DIR` also those of another checkout (e.g. `git archive` of an older commit),
+    interleaved rep by rep, so that the two are compared under the same machine load."""
+    variants = [("baseline", Path(args.baseline).resolve())] if args.baseline else []
+    variants.append(("current", Path(args.code).resolve() if args.code else PROJECT))
+    root = dataset(args.events, args.seed)
+    res: dict[str, Any] = {"machine": machine(), "args": vars(args), "events": args.events,
+                           "runs": {name: [] for name, _ in variants}}
+    for rep in range(args.reps):
+        for name, code in variants:
+            tmp = Path(tempfile.mkdtemp(prefix=f"pipeline-{args.events}-{name}-", dir=DATA_DIR))
+            try:
+                res["runs"][name].append(run_pipeline(root, tmp / "home", home_env(tmp / "home", code), tmp,
+                                                      f"{name} {rep + 1}/{args.reps}", code=code))
+            finally:
+                if not args.keep:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    (DATA_DIR / f"pipeline-{args.events}{args.tag}.json").write_text(json.dumps(res, indent=1, default=str))
+    print("\n".join(pipeline_table(res)))
+    return 0
+
+
+def pipeline_table(res: dict) -> list[str]:
+    """Medians per variant and step: wall and CPU seconds, the phases, peak RSS (markdown)."""
+    out = [f"{res['events']:,} events, median of {res['args']['reps']} run(s); load average at the start "
+           f"{', '.join(f'{x:.1f}' for x in res['machine']['load'])}", "",
+           "| code | step | wall s | CPU s | load s | dbt s | dbt models s | dbt tests s | publish s | peak RSS |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, runs in res["runs"].items():
+        for step, title in PIPELINE_STEPS:
+            rs = [r[step] for r in runs]
+            med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
+            out.append(f"| {name} | {title} | {med(lambda r: r['seconds']):.1f} | {med(lambda r: r['cpu_seconds']):.1f} | "
+                       + " | ".join(f"{med(lambda r: r['phases'].get(k, math.nan)):.1f}" for k in ("load", "dbt"))
+                       + f" | {med(lambda r: r.get('dbt', {}).get('models', math.nan)):.1f}"
+                       + f" | {med(lambda r: r.get('dbt', {}).get('tests', math.nan)):.1f}"
+                       + f" | {med(lambda r: r['phases'].get('publish', math.nan)):.1f}"
+                       + f" | {mib(med(lambda r: r['peak_rss']))} |")
     return out
 
 
@@ -751,7 +848,17 @@ def main() -> int:
     ap.add_argument("--tag", default="", help="suffix of bench/data/result-<N><tag>.json")
     ap.add_argument("--notes", default="", help="Notes section of the doc: text, or @FILE to read it from")
     ap.add_argument("--doc-only", metavar="RESULT_JSON", help="only (re)write the doc from a saved result")
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only time the pipeline (first ingest, +1%% incremental, full rebuild) --reps times; "
+                         "no server, no doc; result in bench/data/pipeline-<N><tag>.json")
+    ap.add_argument("--baseline", metavar="DIR", help="with --pipeline-only: also time the engage of this checkout "
+                    "(e.g. `git archive <commit> | tar -x -C DIR`), interleaved with the current code")
+    ap.add_argument("--code", metavar="DIR", help="with --pipeline-only: time the engage of this checkout instead "
+                    "of this one (e.g. a copy, to keep editing this one meanwhile)")
     args = ap.parse_args()
+    if args.pipeline_only:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        return pipeline_only(args)
     notes = Path(args.notes[1:]).read_text() if args.notes.startswith("@") else args.notes
     if args.doc_only:
         res = json.loads(Path(args.doc_only).read_text())
