@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         return self.home_dir / "warehouse.duckdb"
 
     @property
+    def marts_path(self) -> Path:
+        """The dbt marts (attached to the warehouse as `marts`); a snapshot is a copy of this file."""
+        return self.home_dir / "marts.duckdb"
+
+    @property
     def snapshots_dir(self) -> Path:
         return self.home_dir / "snapshots"
 

@@ -1,7 +1,8 @@
 """Published snapshots: immutable DuckDB files holding the marts that the API reads.
 
-Publishing copies the dbt marts out of the warehouse into ``snapshots/<id>.duckdb`` (written under
-a temporary name, fsynced, renamed), then atomically replaces the ``CURRENT`` pointer file. The API
+Publishing copies the dbt marts file (``marts.duckdb``, which only dbt writes) into
+``snapshots/<id>.duckdb`` (written under a temporary name, fsynced, validated, renamed), then
+atomically replaces the ``CURRENT`` pointer file. The API
 only ever opens published files read-only, so it never waits on the pipeline's writer and never
 sees a half-built mart. Older snapshots beyond ``snapshots_keep`` are removed (a reader that still
 has one open keeps reading it: on POSIX an unlinked file lives until closed).
@@ -10,7 +11,9 @@ has one open keeps reading it: on POSIX an unlinked file lives until closed).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +25,7 @@ from engage import faults
 
 from engage.db import one
 
+from engage.logs import log_event
 from engage.settings import Settings
 
 # The marts a snapshot holds (dbt models in the `marts` schema), the tables the API queries.
@@ -41,19 +45,10 @@ PUBLISHED_MARTS = (
     "event_user_spans",
     "event_day_sums",
 )
-# Row order of a published mart (zone maps skip what a query does not need): by period, except the
-# bucket cubes, which the API reads by (grain, filter) and then a period range.
-PUBLISH_ORDER = {
-    "engagement_cube": "grain, filter_dim, filter_value, period_start",
-    "activity_cube": "grain, filter_dim, filter_value, platform, period_start",
-    "geo_user_spans": "filter_dim, filter_value, country, region, city, user_key",
-    "event_user_spans": "filter_dim, filter_value, event_type, user_key",
-    "geo_day_sums": "filter_dim, filter_value, period_start",
-    "event_day_sums": "filter_dim, filter_value, period_start",
-}
 MARTS_SCHEMA = "marts"
 INFO_TABLE = "snapshot_info"
 CURRENT_FILE = "CURRENT"
+logger = logging.getLogger("engage.snapshots")
 
 
 @dataclass(frozen=True)
@@ -137,32 +132,25 @@ def new_snapshot_id() -> str:
 
 
 def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
-    """Copy the marts into a new immutable snapshot file and make it current. Returns its metadata."""
+    """Copy the marts file into a new immutable snapshot file and make it current. Returns its metadata.
+
+    dbt writes the marts into their own DuckDB file (settings.marts_path), in the row order the API
+    reads; a snapshot is a byte copy of that file plus ``snapshot_info``, so publishing costs a file
+    copy, not a re-encoding of every mart."""
     started = time.perf_counter()
     settings.snapshots_dir.mkdir(parents=True, exist_ok=True)
     snapshot_id = new_snapshot_id()
     final = settings.snapshots_dir / f"{snapshot_id}.duckdb"
     tmp = settings.snapshots_dir / f".{snapshot_id}.duckdb.tmp"
     tmp.unlink(missing_ok=True)
-    warehouse.execute(f"ATTACH '{tmp}' AS snap")
-    try:
-        rows = {}
-        for mart in PUBLISHED_MARTS:
-            warehouse.execute(
-                f"CREATE TABLE snap.{mart} AS SELECT * FROM {MARTS_SCHEMA}.{mart} "
-                f"ORDER BY {PUBLISH_ORDER.get(mart, 'period_start')}"
-            )
-            rows[mart] = one(warehouse, f"SELECT count(*) FROM snap.{mart}")[0]
-        watermark, raw_events = one(warehouse, 
-            "SELECT max(timestamp), count(*) FROM raw.user_events"
-        )
-        warehouse.execute(
-            f"CREATE TABLE snap.{INFO_TABLE} AS SELECT ?::VARCHAR AS snapshot_id, ?::TIMESTAMP AS watermark, "
+    rows = _copy_marts(warehouse, settings.marts_path, tmp)
+    watermark, raw_events = one(warehouse, "SELECT max(timestamp), count(*) FROM raw.user_events")
+    with duckdb.connect(str(tmp)) as snap:
+        snap.execute(
+            f"CREATE TABLE {INFO_TABLE} AS SELECT ?::VARCHAR AS snapshot_id, ?::TIMESTAMP AS watermark, "
             "now()::TIMESTAMP AS published_at, ?::BIGINT AS raw_event_count",
             [snapshot_id, watermark, raw_events],
         )
-    finally:
-        warehouse.execute("DETACH snap")
     _fsync_path(tmp)
     faults.damage("publish_damaged_write", tmp)
     _validate_written(tmp, snapshot_id, rows)
@@ -173,15 +161,50 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
         json.dumps({"snapshot_id": snapshot_id, "file": final.name}),
     )
     removed = prune(settings)
-    return {
+    info = {
         "snapshot_id": snapshot_id,
         "path": str(final),
         "watermark": watermark.strftime("%Y-%m-%d %H:%M:%S") if watermark else None,
         "raw_event_count": raw_events,
         "mart_rows": rows,
         "snapshots_removed": removed,
+        "bytes": final.stat().st_size,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    log_event(logger, "snapshot_published", snapshot_id=snapshot_id, watermark=info["watermark"],
+              raw_events=raw_events, mart_rows=sum(rows.values()), bytes=info["bytes"], seconds=info["seconds"])
+    return info
+
+
+def discard_marts(settings: Settings) -> None:
+    """Delete the marts file before a full rebuild, which writes every mart again: DuckDB reuses the
+    space of dropped tables but never shrinks its file, and a snapshot copies the whole file, so a
+    rebuild over the old file would double every snapshot. Published snapshots are separate files:
+    the API keeps serving. Should the rebuild fail, the next run builds the missing marts whole."""
+    for path in (settings.marts_path, settings.marts_path.with_name(settings.marts_path.name + ".wal")):
+        path.unlink(missing_ok=True)
+
+
+def _copy_marts(warehouse: duckdb.DuckDBPyConnection, marts: Path, dest: Path) -> dict[str, int]:
+    """Checkpoint the marts file (so that it holds everything: no write-ahead log), count the rows
+    of every published mart, and copy the file to `dest`. Returns the row counts, which the
+    validation of the copy compares against."""
+    if not marts.exists():
+        raise SnapshotProblem(f"no marts at {marts}: dbt has not built them yet (run `engage ingest`)")
+    attached = one(warehouse, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'marts'")[0]
+    if not attached:
+        warehouse.execute(f"ATTACH '{marts}' AS marts")
+    try:
+        warehouse.execute("CHECKPOINT marts")
+        rows = {mart: one(warehouse, f"SELECT count(*) FROM marts.main.{mart}")[0] for mart in PUBLISHED_MARTS}
+    finally:
+        if not attached:
+            warehouse.execute("DETACH marts")
+    wal = marts.with_name(marts.name + ".wal")
+    if wal.exists() and wal.stat().st_size:
+        raise SnapshotProblem(f"{wal} is not empty after a checkpoint; is another process writing the marts?")
+    shutil.copyfile(marts, dest)
+    return rows
 
 
 def _validate_written(path: Path, snapshot_id: str, rows: dict[str, int]) -> None:

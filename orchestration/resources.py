@@ -22,8 +22,9 @@ class EngageResource(ConfigurableResource):
     def settings(self) -> Settings:
         settings = Settings(home=Path(self.home)) if self.home else Settings()
         settings.ensure_dirs()
-        # dbt's profile reads the warehouse path from the environment.
+        # dbt's profile reads the warehouse and marts paths from the environment.
         os.environ["ENGAGE_WAREHOUSE_PATH"] = str(settings.warehouse_path)
+        os.environ["ENGAGE_MARTS_PATH"] = str(settings.marts_path)
         return settings
 
 

@@ -31,6 +31,7 @@ def use_home(home: Path) -> Settings:
     settings = Settings()
     settings.ensure_dirs()
     os.environ["ENGAGE_WAREHOUSE_PATH"] = str(settings.warehouse_path)
+    os.environ["ENGAGE_MARTS_PATH"] = str(settings.marts_path)
     return settings
 
 
@@ -39,6 +40,7 @@ def engage_home(tmp_path, monkeypatch) -> Settings:
     """A fresh, empty ENGAGE_HOME for one test."""
     monkeypatch.setenv("ENGAGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ENGAGE_WAREHOUSE_PATH", str(tmp_path / "home" / "warehouse.duckdb"))
+    monkeypatch.setenv("ENGAGE_MARTS_PATH", str(tmp_path / "home" / "marts.duckdb"))
     monkeypatch.delenv("ENGAGE_LANDING_DIR", raising=False)
     settings = Settings()
     settings.ensure_dirs()

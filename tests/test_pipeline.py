@@ -51,6 +51,7 @@ def dbt_invoke(command: str, *args: str) -> None:
 
 def mart_contents(settings) -> dict[str, list[tuple]]:
     con = connect_warehouse(settings)
+    con.execute(f"ATTACH '{settings.marts_path}' AS marts (READ_ONLY)")
     try:
         out = {}
         for mart in PUBLISHED_MARTS:

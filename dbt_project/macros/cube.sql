@@ -54,4 +54,5 @@ cube as (
 {% endfor %}
 )
 select * from cube
+order by grain, filter_dim, filter_value, {% if segment %}{{ segment }}, {% endif %}period_start
 {% endmacro %}

@@ -37,4 +37,7 @@ rolled_up as (
 )
 
 select * from rolled_up
+-- The mart is written in the order the API reads it (a snapshot is a copy of the marts file;
+-- docs/ARCHITECTURE.md, "Row order of the marts").
+order by period_start
 {% endmacro %}

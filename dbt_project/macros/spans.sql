@@ -32,6 +32,7 @@ spans as (
 {% endfor %}
 )
 select * from spans
+order by filter_dim, filter_value, {% for k in keys %}{{ k }}, {% endfor %}user_key
 {% endmacro %}
 
 {# Additive measures per day × (filter_dim, filter_value) × keys, without users: the ranking pipes'
@@ -63,4 +64,5 @@ sums as (
 {% endfor %}
 )
 select * from sums
+order by filter_dim, filter_value, period_start
 {% endmacro %}

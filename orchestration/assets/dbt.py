@@ -8,6 +8,7 @@ from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
 from engage import faults
 from engage.locking import refresh_lock
+from engage.snapshots import discard_marts
 from orchestration.dbt_runner import dbt_build_events
 from orchestration.resources import EngageResource, build_dbt_project
 
@@ -44,4 +45,6 @@ def engage_dbt_models(context: AssetExecutionContext, engage: EngageResource, co
     target = settings.state_dir / "dbt_target"
     with refresh_lock(settings.refresh_lock_path, holder=f"run {context.run_id}"):
         faults.point("dbt_before_build")
+        if config.full_refresh:
+            discard_marts(settings)  # rebuilt whole: a compact file in row order (engage/snapshots.py)
         yield from dbt_build_events(context, dbt_project, translator, args, target)

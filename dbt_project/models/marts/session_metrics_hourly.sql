@@ -26,3 +26,4 @@ sessions_by_start_hour as (
 )
 
 select * from sessions_by_start_hour
+order by period_start
