@@ -1,0 +1,107 @@
+"""dbt tests on an incremental build read only what changed since the last build whose tests all
+passed (dbt_project/macros/tested_scope.sql); a full rebuild, and `full_tests`, read everything."""
+
+from __future__ import annotations
+
+import duckdb
+from edge_data import edge_case_events, write_ndjson
+
+from engage.loader import connect_warehouse, load_pending
+from engage.settings import Settings
+from engage.snapshots import discard_marts
+
+CUT = "2025-02-03 00:00:00"  # file 1: the events before, file 2: those from then on (other hours)
+DUPLICATED_OLD = "unique_combination_of_columns_user_engagement_hourly"
+SESSIONS_UNIQUE = "unique_int_sessions_session_id"
+TOTALS = "assert_event_marts_match_raw_totals"
+SESSION_TOTALS = "assert_session_marts_match_raw_sessions"
+BUGS_FOUND = {DUPLICATED_OLD, SESSIONS_UNIQUE, TOTALS, SESSION_TOTALS}
+
+
+def dbt(command: str, *args: str) -> dict[str, str]:
+    """Run dbt as the refresh job does; the status of every test (by name prefix) and model."""
+    from orchestration.assets.dbt import dbt_project
+    from orchestration.dbt_runner import invoke_dbt
+
+    result = invoke_dbt(dbt_project, [command, *args], Settings().state_dir / "dbt_target")
+    assert result.result is not None, result.exception
+    return {r.node.name: str(r.status) for r in result.result.results}
+
+
+def failed(statuses: dict[str, str]) -> set[str]:
+    """Names of failing tests, shortened to the prefixes above."""
+    out = set()
+    for name, status in statuses.items():
+        if status == "fail":
+            out |= {p for p in BUGS_FOUND if name.startswith(p)} or {name}
+    return out
+
+
+def recorded_batch(settings: Settings) -> int | None:
+    con = connect_warehouse(settings)
+    try:
+        rows = con.execute("SELECT batch_id FROM main.tested_through").fetchall()
+        return rows[0][0] if rows else None
+    finally:
+        con.close()
+
+
+def corrupt(settings: Settings, before_cut: bool) -> None:
+    """Duplicate one row of user_engagement_hourly and of int_sessions in the old part (before
+    CUT) or the new one: a uniqueness bug and a totals bug in one go."""
+    op = "<" if before_cut else ">="
+    with duckdb.connect(str(settings.marts_path)) as marts:
+        marts.execute(f"INSERT INTO user_engagement_hourly SELECT * FROM user_engagement_hourly "
+                      f"WHERE period_start {op} '{CUT}' LIMIT 1")
+    con = connect_warehouse(settings)
+    try:
+        con.execute(f"INSERT INTO intermediate.int_sessions SELECT * FROM intermediate.int_sessions "
+                    f"WHERE session_start {op} '{CUT}' AND session_id IN (SELECT session_id FROM raw.user_events "
+                    f"GROUP BY ALL HAVING min(timestamp) {op} '{CUT}' AND max(timestamp) {op} '{CUT}') LIMIT 1")
+    finally:
+        con.close()
+
+
+def test_incremental_tests_read_what_changed_and_full_tests_read_all(engage_home):
+    events = edge_case_events(seed=5, n_events=1500)
+    old = [e for e in events if e["timestamp"] < CUT]
+    new = [e for e in events if e["timestamp"] >= CUT]
+    assert old and new
+    write_ndjson(engage_home.landing / "old.ndjson", old)
+    load_pending(engage_home)
+    assert not failed(dbt("build"))
+    assert recorded_batch(engage_home) == 1  # the first build tested everything
+
+    write_ndjson(engage_home.landing / "new.ndjson", new)
+    load_pending(engage_home)
+    assert "fail" not in dbt("run").values()
+    assert recorded_batch(engage_home) == 1  # `dbt run` tests nothing, so records nothing
+
+    # A bug in partitions this build did not rewrite: rows tested by the first build. The
+    # incremental tests do not read them again; full tests do. (`dbt run` rebuilds the session
+    # marts, which are whole tables, from the damaged int_sessions.)
+    corrupt(engage_home, before_cut=True)
+    assert "fail" not in dbt("run").values()
+    assert failed(dbt("test")) == set()
+    assert failed(dbt("test", "--vars", "{full_tests: true}")) == BUGS_FOUND
+
+    # The same bug in the partitions that changed since: the incremental tests see it.
+    corrupt(engage_home, before_cut=False)
+    assert "fail" not in dbt("run").values()
+    assert failed(dbt("test")) == BUGS_FOUND
+    statuses = dbt("build")  # the tests of a damaged model fail, those downstream of it are skipped
+    assert failed(statuses) == {DUPLICATED_OLD, SESSIONS_UNIQUE}
+    assert recorded_batch(engage_home) == 1  # a failing build records nothing: its rows stay to test
+
+    # A mart written whole (here: its file is gone) has no tested rows: everything is tested again,
+    # so the damaged sessions of the old part (int_sessions is in the warehouse) are found too.
+    discard_marts(engage_home)
+    statuses = dbt("build")
+    assert SESSIONS_UNIQUE in failed(statuses)
+    assert statuses["user_engagement_hourly"] == "success"
+    assert recorded_batch(engage_home) is None
+
+    # The full rebuild recomputes every mart from raw and tests all of it.
+    statuses = dbt("build", "--full-refresh")
+    assert failed(statuses) == set() and any(s == "pass" for s in statuses.values())
+    assert recorded_batch(engage_home) == 2
