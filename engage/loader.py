@@ -3,6 +3,19 @@
 Each file is loaded in one transaction together with its ledger row, so a crash at any point
 leaves either the whole file or nothing of it, and the ledger's unique content hash makes a
 second copy of the same bytes (under any name) load nothing.
+
+Rows stream into the transaction group by group, so memory stays bounded however large the file
+(DuckDB writes a transaction's large appends to the database file as they come). Two paths, one
+validator (docs/PIPELINE.md, "Loading"):
+
+* fast: NDJSON blocks of valid UTF-8 become Arrow lines without a Python loop, and the validation
+  SQL runs on the warehouse connection inside ``INSERT INTO raw.user_events SELECT ...``: valid
+  rows never leave DuckDB. Only a group with fewer inserted rows than lines (blank or bad lines)
+  runs the SQL again, for its quarantined rows.
+* exact: every other batch (invalid UTF-8, a line too long to buffer, CSV, Parquet) is validated
+  from the readers' LineBatches, as the Events API's rows are.
+
+A file that cannot be read to its end rolls back and is loaded again as quarantine only.
 """
 
 from __future__ import annotations
@@ -11,28 +24,31 @@ import csv
 import logging
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-
-from engage.db import one
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engage import faults
-from engage.landing import REJECTED_DIR, LandingIndex, pending_rejected, read_batches, sha256_of
+from engage.db import one
+from engage.landing import REJECTED_DIR, LandingIndex, pending_rejected, prefetched, read_batches, sha256_of
 from engage.logs import log_event
 from engage.schema import COLUMN_NAMES, DDL, LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
 from engage.settings import Settings
-from engage.validate import INVALID_JSON, refine_error, validate, validation_connection
+from engage.validate import INVALID_JSON, Dialect, LineBatch, refine_error, validate, validation_connection, validation_sql
 
 logger = logging.getLogger("engage.loader")
 
 # What a file that cannot be read to its end raises, by format.
 READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error, pa.ArrowException, UnicodeError, ValueError)
 _COLUMNS_SQL = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+# Validated rows of the exact path gathered per insert: fewer, larger appends (DuckDB writes whole
+# row groups of 122,880 rows to the database file as they fill).
+EXACT_INSERT_ROWS = 262_144
 
 
 @dataclass
@@ -45,6 +61,8 @@ class FileResult:
     rows_quarantined: int = 0
     seconds: float = 0.0
     error: str | None = None
+    fast_lines: int = 0  # lines validated and inserted inside DuckDB (the fast path)
+    exact_lines: int = 0  # lines validated from LineBatches (invalid UTF-8, over-long, CSV, Parquet)
 
 
 @dataclass
@@ -110,6 +128,19 @@ class StagingWriteError(RuntimeError):
     """Writing a file's validated rows to staging failed; the load of the file stops, nothing committed."""
 
 
+def validated(item: LineBatch | pa.Table, dialect: Dialect) -> pa.Table:
+    """Validate a LineBatch, or a table of Arrow lines, on the validation connection: (line_no, raw,
+    error, <contract columns>), invalid JSON with its precise reason."""
+    con = validation_connection()
+    if isinstance(item, LineBatch):
+        return _refined(validate(con, item, dialect).to_arrow_table())
+    con.register("lines", item)
+    try:
+        return _refined(con.sql(validation_sql(dialect)).to_arrow_table())
+    finally:
+        con.unregister("lines")
+
+
 def stage_file(path: Path, staging: Path) -> StagedFile:
     """Read and validate a landing file chunk by chunk into `staging` (Parquet), bounded memory.
 
@@ -122,7 +153,7 @@ def stage_file(path: Path, staging: Path) -> StagedFile:
     try:
         dialect, batches = read_batches(path)
         for batch in batches:
-            table = _refined(validate(validation_connection(), batch, dialect).to_arrow_table())
+            table = validated(batch, dialect)
             if len(table) == 0:
                 continue
             try:
@@ -149,50 +180,150 @@ def next_batch_id(con: duckdb.DuckDBPyConnection) -> int:
     return one(con, f"SELECT coalesce(max(batch_id), 0) + 1 FROM {LEDGER_TABLE}")[0]
 
 
-def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str, staging_dir: Path) -> FileResult:
-    """Load one file: stage it, then commit its rows, its quarantine and its ledger row together."""
-    started = time.perf_counter()
-    result = FileResult(source, sha256, "loaded")
-    staging = staging_dir / f"{sha256}.parquet"
+class _FileRows:
+    """Inserts one file's rows into the raw and quarantine tables, inside the caller's transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, batch_id: int, dialect: Dialect, result: FileResult):
+        self.con, self.source, self.batch_id, self.dialect, self.result = con, source, batch_id, dialect, result
+        self.pending: list[pa.Table] = []  # validated rows of the exact path not inserted yet
+        self.pending_rows = 0
+
+    def _query(self, table: pa.Table, name: str, sql: str, arrow: bool = False) -> list[tuple] | pa.Table:
+        """The result of `sql` with `table` as `name`. (Not con.register: a view registered inside a
+        transaction keeps its Arrow data alive until the transaction ends, a whole file of it.)"""
+        try:
+            relation = self.con.from_arrow(table).query(name, sql)
+            return relation.to_arrow_table() if arrow else relation.fetchall()
+        except duckdb.TransactionException as exc:
+            # In a transaction, the relation API reports a failure as "transaction is aborted", with
+            # the failure itself (a full disk…) as its context: that is the one to tell.
+            if isinstance(exc.__context__, duckdb.Error):
+                raise exc.__context__ from None
+            raise
+
+    def fast(self, lines: pa.Table) -> None:
+        """Validate and insert inside DuckDB; the quarantined rows only if some lines did not load."""
+        sql = validation_sql(self.dialect)
+        loaded = self._query(lines, "lines", f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, {self.batch_id} "
+                                             f"FROM ({sql}) WHERE error IS NULL")[0][0]
+        if loaded < lines.num_rows:  # blank lines, or rows to quarantine
+            self.quarantine(_refined(self._query(lines, "lines", f"SELECT line_no, raw, error FROM ({sql}) "
+                                                                 "WHERE error IS NOT NULL", arrow=True)))
+        self.result.rows_loaded += loaded
+        self.result.fast_lines += lines.num_rows
+
+    def exact(self, batch: LineBatch) -> None:
+        table = validated(batch, self.dialect)
+        self.pending.append(table)
+        self.pending_rows += len(table)
+        self.result.exact_lines += len(batch.texts) + len(batch.rejected)
+        if self.pending_rows >= EXACT_INSERT_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        valid = pc.is_null(table.column("error"))
+        self.result.rows_loaded += self._query(table.filter(valid), "validated_rows",
+                                               f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, {self.batch_id} "
+                                               "FROM validated_rows")[0][0]
+        self.quarantine(table.filter(pc.invert(valid)))
+
+    def quarantine(self, rows: pa.Table) -> None:
+        if len(rows) == 0:
+            return
+        source = "'" + self.source.replace("'", "''") + "'"  # a SQL string literal
+        self._query(rows, "quarantined_rows", f"INSERT INTO {QUARANTINE_TABLE} SELECT {source}, line_no, raw, error, "
+                                              f"{self.batch_id}, now() FROM quarantined_rows")
+        self.result.rows_quarantined += len(rows)
+
+
+class _Unreadable(Exception):
+    """The file could not be read to its end while its rows were streaming in."""
+
+
+def _read(path: Path) -> tuple[Dialect, Iterator[LineBatch | pa.Table]]:
+    """The file's batches; an error of reading them (not of loading them) is _Unreadable."""
+    try:
+        dialect, batches = read_batches(path)
+    except READ_ERRORS as exc:
+        raise _Unreadable() from exc
+
+    def checked():
+        try:
+            yield from batches
+        except READ_ERRORS as exc:
+            raise _Unreadable() from exc
+
+    return dialect, checked()
+
+
+def _load_rows(con: duckdb.DuckDBPyConnection, path: Path, source: str, result: FileResult) -> None:
+    dialect, batches = _read(path)
+    rows = _FileRows(con, source, result.batch_id, dialect, result)
+    for item in prefetched(batches):
+        if isinstance(item, LineBatch):
+            rows.exact(item)
+        else:
+            rows.fast(item)
+    rows.flush()
+
+
+def _load_unreadable(con: duckdb.DuckDBPyConnection, path: Path, source: str, result: FileResult,
+                     staging: Path) -> None:
+    """Load none of the file (a repaired copy can then load whole): quarantine every row that could
+    be read, plus one entry for the unreadable rest. Staged first: the rows are read again."""
     staging.unlink(missing_ok=True)
-    staged = stage_file(path, staging)
-    staged_rows = f"read_parquet('{staging}')"
+    try:
+        staged = stage_file(path, staging)
+        result.status = "unreadable"
+        result.error = staged.read_error or "file: cannot be read to its end"
+        reason = result.error + "; none of its rows were loaded: repair the file and drop it in the landing folder again"
+        if staged.path is not None:
+            con.execute(
+                f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, ? || coalesce('; the row itself: ' || error, ''), "
+                f"?, now() FROM read_parquet('{staging}')", [source, reason, result.batch_id])
+        con.execute(
+            f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, '', ?, ?, now())",
+            [source, staged.last_line + 1, reason + " (the unreadable rest of the file)", result.batch_id],
+        )
+        result.rows_loaded = 0
+        result.rows_quarantined = staged.rows_loaded + staged.rows_quarantined + 1
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _in_file_transaction(con: duckdb.DuckDBPyConnection, path: Path, result: FileResult, load) -> None:
+    """Run `load` and write the file's ledger row in one transaction: all of it commits, or nothing."""
     con.execute("BEGIN TRANSACTION")
     try:
-        result.batch_id = batch_id = next_batch_id(con)
-        if staged.read_error is None:
-            result.rows_loaded, result.rows_quarantined = staged.rows_loaded, staged.rows_quarantined
-            if staged.path is not None:
-                con.execute(f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, ? FROM {staged_rows} WHERE error IS NULL", [batch_id])
-                con.execute(
-                    f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, error, ?, now() FROM {staged_rows} "
-                    "WHERE error IS NOT NULL", [source, batch_id])
-        else:
-            # Unreadable past some point: load none of it (a repaired copy can then load whole),
-            # quarantine every row that could be read, plus one entry for the unreadable rest.
-            result.status, result.error = "unreadable", staged.read_error
-            reason = staged.read_error + "; none of its rows were loaded: repair the file and drop it in the landing folder again"
-            if staged.path is not None:
-                con.execute(
-                    f"INSERT INTO {QUARANTINE_TABLE} SELECT ?, line_no, raw, ? || coalesce('; the row itself: ' || error, ''), "
-                    f"?, now() FROM {staged_rows}", [source, reason, batch_id])
-            con.execute(
-                f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, '', ?, ?, now())",
-                [source, staged.last_line + 1, reason + " (the unreadable rest of the file)", batch_id],
-            )
-            result.rows_loaded = 0
-            result.rows_quarantined = staged.rows_loaded + staged.rows_quarantined + 1
+        result.batch_id = next_batch_id(con)
+        load()
         faults.point("load_before_commit")
         con.execute(
             f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, ?, ?, now(), ?)",
-            [batch_id, sha256, source, path.stat().st_size, result.rows_loaded, result.rows_quarantined, result.error],
+            [result.batch_id, result.sha256, result.name, path.stat().st_size, result.rows_loaded,
+             result.rows_quarantined, result.error],
         )
         con.execute("COMMIT")
     except BaseException:
         _rollback(con)
         raise
-    finally:
-        staging.unlink(missing_ok=True)
+
+
+def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str, staging_dir: Path) -> FileResult:
+    """Load one file: its rows, its quarantine and its ledger row commit together."""
+    started = time.perf_counter()
+    result = FileResult(source, sha256, "loaded")
+    try:
+        _in_file_transaction(con, path, result, lambda: _load_rows(con, path, source, result))
+    except _Unreadable:
+        # (the counts of lines each path had read before the error stay, for the log)
+        result = FileResult(source, sha256, "unreadable", fast_lines=result.fast_lines, exact_lines=result.exact_lines)
+        staging = staging_dir / f"{sha256}.parquet"
+        _in_file_transaction(con, path, result, lambda: _load_unreadable(con, path, source, result, staging))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -282,6 +413,8 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
                     rows_quarantined=result.rows_quarantined,
                     seconds=round(result.seconds, 3),
                     rows_per_second=int((result.rows_loaded + result.rows_quarantined) / max(result.seconds, 1e-9)),
+                    fast_lines=result.fast_lines,
+                    exact_lines=result.exact_lines,
                 )
             summary.files.append(result)
             index.mark(path, sha256)

@@ -219,6 +219,14 @@ FROM timestamps
 
 
 _SQL = {d: _validation_sql(d) for d in Dialect}
+
+
+def validation_sql(dialect: Dialect) -> str:
+    """The validation SQL over a view ``lines(line_no, raw, original)`` that the caller registers
+    (the loader's fast path registers Arrow lines on the warehouse connection and inserts from it)."""
+    return _SQL[dialect]
+
+
 _local = threading.local()
 
 

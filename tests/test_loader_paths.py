@@ -1,0 +1,178 @@
+"""The loader's two paths give the same rows, the same quarantine and the same line numbers.
+
+The fast path (NDJSON blocks of valid UTF-8 as Arrow lines, validated and inserted inside DuckDB)
+is compared with the exact path (the whole file split line by line in Python, validated from a
+LineBatch as the Events API does), on generated files with bad rows mixed in. Each test checks
+which path ran from the loader's own counts (``fast_lines``/``exact_lines``, also logged), so a
+change that silently sends everything down one path fails.
+
+Some tests shrink the block and group sizes (module constants of engage.landing) so that a file
+of a few thousand lines spans many blocks and groups: the same code at a smaller scale.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+
+import duckdb
+import orjson
+import pytest
+from conftest import oracle_table
+from edge_data import FIELDS, edge_case_events
+from test_loader import BAD_JSON_LINES, GOOD
+
+from engage import landing
+from engage.loader import connect_warehouse, load_pending, validated
+from engage.validate import Dialect, split_lines
+
+
+def event_lines(seed: int, n: int) -> list[bytes]:
+    return [orjson.dumps(e) for e in edge_case_events(seed=seed, n_events=n)]
+
+
+def mixed_content(seed: int, n: int, invalid_utf8_every: int | None) -> bytes:
+    """Events with every kind of bad line mixed in: invalid JSON, wrong types, missing fields, a
+    line over 64 KiB, blank lines, CRLF endings, a BOM, no final newline; and, when asked, a line
+    of invalid UTF-8 every `invalid_utf8_every` lines (its block takes the exact path)."""
+    rng = random.Random(seed)
+    lines = event_lines(seed, n)
+    bad = [line.encode() for line, _ in BAD_JSON_LINES] + [b"", b"   ", b"\r", b"\t\t", GOOD.encode() + b"\r"]
+    for _ in range(n // 20):
+        lines.insert(rng.randrange(len(lines) + 1), rng.choice(bad))
+    if invalid_utf8_every:
+        for i in range(invalid_utf8_every // 2, len(lines), invalid_utf8_every):
+            lines[i] = lines[i].replace(b'"user_id":"', b'"user_id":"\xff', 1)
+    ended = [line + (b"\r\n" if rng.random() < 0.1 else b"\n") for line in lines]
+    return b"\xef\xbb\xbf" + b"".join(ended).rstrip(b"\n")
+
+
+def exact_outcome(content: bytes) -> tuple[list[tuple], list[tuple]]:
+    """(valid rows, quarantine rows) of the exact path over the whole file at once."""
+    batch, _ = split_lines(content)
+    table = validated(batch, Dialect.JSON).to_pylist()
+    rows = sorted((tuple(r[f] for f in FIELDS) for r in table if r["error"] is None), key=repr)
+    quarantined = sorted((r["line_no"], r["raw"], r["error"]) for r in table if r["error"] is not None)
+    return rows, quarantined
+
+
+def warehouse_outcome(settings) -> tuple[list[tuple], list[tuple]]:
+    con = connect_warehouse(settings)
+    try:
+        rows = sorted(con.execute(f"SELECT {', '.join(FIELDS)} FROM raw.user_events").fetchall(), key=repr)
+        quarantined = con.execute(
+            "SELECT line_number, raw_text, error FROM raw.user_events_quarantine ORDER BY line_number").fetchall()
+    finally:
+        con.close()
+    return rows, quarantined
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 64 KiB and groups of 700 lines (two row groups of 350)."""
+    monkeypatch.setattr(landing, "CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(landing, "ROW_GROUP_ROWS", 350)
+    monkeypatch.setattr(landing, "FAST_GROUP_LINES", 700)
+
+
+def load_one(settings, caplog):
+    with caplog.at_level(logging.INFO, logger="engage.loader"):
+        summary = load_pending(settings)
+    [result] = summary.files
+    [logged] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("event=file_loaded", "event=file_unreadable"))]
+    assert f"fast_lines={result.fast_lines} exact_lines={result.exact_lines}" in logged
+    return result
+
+
+def count_lines(content: bytes) -> int:
+    return content.count(b"\n") + (not content.endswith(b"\n"))
+
+
+def test_a_clean_file_takes_only_the_fast_path(engage_home, caplog):
+    events = edge_case_events(seed=5, n_events=3000)
+    content = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    (engage_home.landing / "clean.ndjson").write_bytes(content)
+    result = load_one(engage_home, caplog)
+    assert (result.fast_lines, result.exact_lines) == (len(events), 0)
+    assert (result.rows_loaded, result.rows_quarantined) == (len(events), 0)
+    con = duckdb.connect()
+    oracle_table(con, events)
+    expected = sorted(con.execute(f"SELECT {', '.join(FIELDS)} FROM user_events").fetchall(), key=repr)
+    assert warehouse_outcome(engage_home) == (expected, [])
+
+
+def test_bad_rows_in_valid_utf8_stay_on_the_fast_path_with_exact_line_numbers(engage_home, caplog, small_blocks):
+    content = mixed_content(seed=6, n=4000, invalid_utf8_every=None)
+    (engage_home.landing / "mixed.ndjson").write_bytes(content)
+    result = load_one(engage_home, caplog)
+    assert (result.fast_lines, result.exact_lines) == (count_lines(content), 0)
+    expected_rows, expected_quarantine = exact_outcome(content)
+    assert result.rows_quarantined == len(expected_quarantine) > 100
+    assert warehouse_outcome(engage_home) == (expected_rows, expected_quarantine)
+
+
+def test_blocks_with_invalid_utf8_take_the_exact_path_and_the_rest_the_fast_path(engage_home, caplog, small_blocks):
+    content = mixed_content(seed=7, n=4000, invalid_utf8_every=1500)
+    (engage_home.landing / "utf8.ndjson").write_bytes(content)
+    result = load_one(engage_home, caplog)
+    assert result.fast_lines > 0 and result.exact_lines > 0, (result.fast_lines, result.exact_lines)
+    assert result.fast_lines + result.exact_lines == count_lines(content)
+    expected_rows, expected_quarantine = exact_outcome(content)
+    assert sum("UTF-8" in e for _, _, e in expected_quarantine) == 3
+    assert warehouse_outcome(engage_home) == (expected_rows, expected_quarantine)
+
+
+def test_default_block_sizes_mixed_file(engage_home, caplog):
+    """Real block (8 MiB) and group sizes: a first block of clean lines and bad rows, then a block
+    holding one line of invalid UTF-8."""
+    content = mixed_content(seed=8, n=45_000, invalid_utf8_every=None)
+    lines = content.split(b"\n")
+    at = len(lines) * 3 // 4
+    lines[at] = lines[at].replace(b'"user_id":"', b'"user_id":"\xc3\x28', 1)
+    content = b"\n".join(lines)
+    assert len(content) > landing.CHUNK_BYTES
+    (engage_home.landing / "big.ndjson").write_bytes(content)
+    result = load_one(engage_home, caplog)
+    assert result.fast_lines > 0 and result.exact_lines > 0
+    assert result.fast_lines + result.exact_lines == len(lines)
+    assert warehouse_outcome(engage_home) == exact_outcome(content)
+
+
+def test_gzip_takes_the_fast_path_too(engage_home, caplog, small_blocks):
+    content = mixed_content(seed=9, n=2000, invalid_utf8_every=None)
+    (engage_home.landing / "mixed.ndjson.gz").write_bytes(gzip.compress(content))
+    result = load_one(engage_home, caplog)
+    assert (result.fast_lines, result.exact_lines) == (count_lines(content), 0)
+    assert warehouse_outcome(engage_home) == exact_outcome(content)
+
+
+def test_a_gzip_cut_after_many_fast_groups_loads_nothing(engage_home, caplog, small_blocks):
+    """Rows of the groups read before the error were inserted: the file's transaction rolls back,
+    and the file is loaded again as quarantine only."""
+    content = b"".join(line + b"\n" for line in event_lines(10, 5000))
+    whole = gzip.compress(content)
+    (engage_home.landing / "cut.ndjson.gz").write_bytes(whole[: len(whole) * 9 // 10])
+    result = load_one(engage_home, caplog)
+    assert result.status == "unreadable" and result.rows_loaded == 0
+    assert result.fast_lines >= 4 * landing.FAST_GROUP_LINES  # inserted, then rolled back
+    rows, quarantined = warehouse_outcome(engage_home)
+    assert rows == [] and len(quarantined) == result.rows_quarantined > 2000
+    assert all("cannot be read to its end" in e for _, _, e in quarantined)
+    assert [n for n, _, _ in quarantined] == list(range(1, len(quarantined) + 1))
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82", b"\x80"])
+def test_fast_lines_refuses_invalid_utf8(bad):
+    assert landing.fast_lines(b'{"a":"' + bad + b'"}\n', 1) is None
+
+
+def test_fast_lines_are_the_lines_split_lines_gives():
+    data = b"\xef\xbb\xbf" + b"\n".join([b"{}", b"", b"  ", b"\r", b'{"a":"\xc3\xa9"}\r', b"x\ty", b"\x00"]) + b"\n"
+    batch, count = split_lines(data, 1)
+    fast = landing.fast_lines(data, 1)
+    assert fast.num_rows == count == 7
+    assert fast.column("raw").to_pylist() == batch.texts
+    assert fast.column("line_no").to_pylist() == list(batch.line_numbers)
+    later = landing.fast_lines(data, 41)  # a BOM is only skipped at the start of the file
+    assert later.column("raw").to_pylist()[0] == "\ufeff{}" and later.column("line_no").to_pylist()[0] == 41
