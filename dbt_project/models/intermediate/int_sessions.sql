@@ -30,35 +30,32 @@ events as (
 
 ),
 
-ranked_events as (
-
-    -- The first event decides the session's platform, device and country; ties on time go to
-    -- the smallest (platform, device, country).
-    select
-        *,
-        row_number() over (
-            partition by session_id
-            order by event_at, platform, device, country
-        ) as event_rank
-    from events
-
-),
-
 sessions as (
 
+    -- The first event decides the session's platform, device and country; ties on time go to
+    -- the smallest (platform, device, country): the least of the (time, platform, device,
+    -- country) structs, compared field by field (no column is NULL). One aggregation, no window.
     select
         session_id,
         min(event_at) as session_start,
-        max(case when event_rank = 1 then platform end) as platform,
-        max(case when event_rank = 1 then device end) as device,
-        max(case when event_rank = 1 then country end) as country,
+        min({'event_at': event_at, 'platform': platform, 'device': device, 'country': country}) as first_event,
         count(*) as event_count,
         case when count(*) = 1 then 1 else 0 end as is_bounce,
         sum(duration) as duration_sum,
         max(_batch_id) as _max_batch_id
-    from ranked_events
+    from events
     group by session_id
 
 )
 
-select * from sessions
+select
+    session_id,
+    session_start,
+    first_event.platform as platform,
+    first_event.device as device,
+    first_event.country as country,
+    event_count,
+    is_bounce,
+    duration_sum,
+    _max_batch_id
+from sessions
