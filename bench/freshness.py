@@ -10,9 +10,10 @@ and ``engage serve``.
 
 Each trial posts a small batch of events whose ``event_type`` is a unique marker (timestamps: now)
 at t, then polls ``event_metrics.json`` until the marker shows with all its events: t_visible − t.
-Trials start at a random offset (0..sensor interval) after the previous one became visible, so they
-sample every phase of the sensor's cycle. One warm-up trial (the first run after start-up) is
-reported apart.
+Trials start at a random offset (0..the sensor's period) after the previous one became visible, so
+they sample every phase of the sensor's cycle; the period is the larger of
+ENGAGE_SENSOR_INTERVAL_SECONDS and the 5 s at which Dagster's sensor daemon wakes up. One warm-up
+trial (the first run after start-up) is reported apart.
 
 Afterwards every process is stopped and the Dagster instance (its SQLite storage) is read for the
 breakdown of each trial: the run that published the snapshot in which the marker first showed
@@ -79,6 +80,18 @@ class Trial:
     @property
     def latency(self) -> float | None:
         return None if self.t_visible is None else self.t_visible - self.t_post
+
+
+def sensor_daemon_loop_seconds() -> int:
+    """How often Dagster's sensor daemon wakes up: a fixed constant of Dagster's, not configurable."""
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    return MIN_INTERVAL_LOOP_TIME
+
+
+def sensor_period(args) -> int:
+    """Seconds between two looks of the landing sensor: its minimum interval, but at least the daemon's loop."""
+    return max(args.sensor_interval, sensor_daemon_loop_seconds())
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -161,7 +174,7 @@ def dagster_timeline(dagster_home: Path) -> tuple[dict[str, dict], list[tuple[fl
         for rec in instance.get_run_records(filters=RunsFilter(job_name="refresh_job")):
             run_id = rec.dagster_run.run_id
             info: dict = {"status": rec.dagster_run.status.value, "created": rec.create_timestamp.timestamp(),
-                          "steps": {}, "snapshot_id": None, "files": None, "dbt_step_events": []}
+                          "steps": {}, "snapshot_id": None, "files": None, "dbt_step_events": [], "planned_events": 0}
             for entry in instance.all_logs(run_id):
                 ev = entry.dagster_event
                 if ev is None:
@@ -169,6 +182,12 @@ def dagster_timeline(dagster_home: Path) -> tuple[dict[str, dict], list[tuple[fl
                 kind, ts = ev.event_type, entry.timestamp
                 if ev.step_key == "engage_dbt_models":
                     info["dbt_step_events"].append((ts, kind.value))
+                if kind == DagsterEventType.ENGINE_EVENT and (ev.message or "").startswith("Started process"):
+                    info.setdefault("process_started", ts)  # the run worker's first event (dagster/_cli/api.py)
+                if kind == DagsterEventType.ENGINE_EVENT and "Launched in" in (ev.message or ""):
+                    info["launched_warm"] = "warm run worker" in ev.message  # orchestration/warm_launcher.py
+                if kind.value.endswith("_PLANNED"):  # written by the sensor daemon before RUN_ENQUEUED
+                    info["planned_events"] += 1
                 if kind in (DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_DEQUEUED, DagsterEventType.RUN_STARTING,
                             DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE):
                     info.setdefault(kind.value, ts)
@@ -251,6 +270,9 @@ def attach_breakdown(trials: list[Trial], runs: dict[str, dict], ticks: list[tup
                                                     for k in STEPS):
             continue
         t.run_id = rid
+        t.notes["planned_events"] = r.get("planned_events", 0)
+        if "launched_warm" in r:
+            t.notes["launched_warm"] = r["launched_warm"]
         tick = tick_of.get(rid)
         b: dict[str, float] = {}
         if tick is None:
@@ -259,7 +281,12 @@ def attach_breakdown(trials: list[Trial], runs: dict[str, dict], ticks: list[tup
             b["sensor: post → tick"] = max(0.0, tick - t.t_post)
             b["sensor: tick → run enqueued"] = enq - max(tick, t.t_post)
         b["run queue → launched"] = starting - enq
-        b["run worker start-up (process, imports, definitions)"] = start - starting
+        spawned = r.get("process_started")
+        if spawned is not None and starting <= spawned <= start:
+            b["run worker: launch → running (warm: hand-over; new: process start, imports)"] = spawned - starting
+            b["run worker: definitions loaded, run set-up"] = start - spawned
+        else:
+            b["run worker start-up (process, imports, definitions)"] = start - starting
         b["step load_landing_files"] = steps["load_landing_files"]["end"] - steps["load_landing_files"]["start"]
         dbt_step = steps["engage_dbt_models"]
         res = dbt_results(rid, t.dbt)
@@ -307,9 +334,10 @@ def report(args, info, trials: list[Trial], warm: Trial | None, setup: dict, bus
         "",
         f"Parameters: `engage generate --events {args.demo_events:,} --days 30 --late-files 2 --bad-rows 0.001`, "
         f"`engage ingest` ({setup['ingest_s']:.1f} s), then `dagster dev -w workspace.yaml` and `engage serve` as "
-        f"`make run` starts them; landing sensor every {args.sensor_interval or 5} s; {len(trials)} trials of "
+        f"`make run` starts them; landing sensor minimum interval {args.sensor_interval} s (Dagster's sensor daemon "
+        f"wakes every {sensor_daemon_loop_seconds()} s); {len(trials)} trials of "
         f"{args.events} events with a unique `event_type` (timestamps: now) posted to `/v0/events` (202), "
-        f"polling `event_metrics.json` every {args.poll:g} s; trials start 0–{args.sensor_interval or 5} s "
+        f"polling `event_metrics.json` every {args.poll:g} s; trials start 0–{sensor_period(args)} s "
         f"(random) after the previous one became visible. Other processes used {busy_other:.2f} cores on average "
         "during the trials (from /proc/stat, minus this benchmark's processes: other sessions on the machine).",
         "",
@@ -350,10 +378,16 @@ def report(args, info, trials: list[Trial], warm: Trial | None, setup: dict, bus
         ]
         nodes = sorted({t.notes["dbt_nodes"] for t in explained if "dbt_nodes" in t.notes})
         after = [t.notes["dagster_events_after_dbt"] for t in explained if "dagster_events_after_dbt" in t.notes]
+        planned = [t.notes["planned_events"] for t in explained if "planned_events" in t.notes]
+        in_warm_worker = [t.notes["launched_warm"] for t in explained if "launched_warm" in t.notes]
+        if in_warm_worker:
+            parts += ["", f"{sum(in_warm_worker)} of {len(in_warm_worker)} runs started in a warm run worker "
+                          "(orchestration/warm_launcher.py), the others in a new process."]
         if nodes:
-            parts += ["", f"dbt built {' / '.join(nodes)} per run (the project as it was at each run). After dbt's "
-                          f"last node, the dbt step logged a median of {percentile(after, 50):.0f} Dagster events "
-                          "(materializations, asset-check results) before it ended."]
+            parts += ["", f"dbt built {' / '.join(nodes)} per run (the project as it was at each run). Dagster "
+                          f"events per run, median: {percentile(planned, 50):.0f} written while the run was created "
+                          f"(materializations and checks planned), {percentile(after, 50):.0f} written by the dbt step "
+                          "after dbt's last node (materializations, asset-check results)."]
     parts += [
         "",
         "Per trial (s): " + ", ".join(fmt(t.latency) if t.latency is not None else "timeout" for t in trials) + ".",
@@ -372,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a trial counts as never visible")
     ap.add_argument("--poll", type=float, default=0.25, help="seconds between pipe polls (default 0.25)")
     ap.add_argument("--sensor-interval", type=int, default=None,
-                    help="ENGAGE_SENSOR_INTERVAL_SECONDS for the run (default: the system's, 5)")
+                    help="ENGAGE_SENSOR_INTERVAL_SECONDS for the run (default: the system's, from engage/settings.py)")
     ap.add_argument("--goal", type=float, default=30.0, help="p95 goal in seconds (default 30)")
     ap.add_argument("--quiet-wait", type=float, default=30.0,
                     help="seconds in all that the script may wait for other processes to go quiet (default 30)")
@@ -381,15 +415,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary ENGAGE_HOME (logs, Dagster storage)")
     args = ap.parse_args(argv)
+    if args.sensor_interval is None:
+        from engage.settings import Settings
+
+        args.sensor_interval = Settings.model_fields["sensor_interval_seconds"].default
 
     install_signal_handlers()
     rng = random.Random(args.seed)
     info = machine_info()
     home = temp_home("engage-bench-fresh-")
     token = "bench-" + secrets.token_urlsafe(16)
-    extra = {"ENGAGE_SENSOR_INTERVAL_SECONDS": str(args.sensor_interval)} if args.sensor_interval else {}
-    env = engage_env(home, token, **extra)
-    interval = args.sensor_interval or 5
+    env = engage_env(home, token, ENGAGE_SENSOR_INTERVAL_SECONDS=str(args.sensor_interval))
+    interval = sensor_period(args)
     procs = Processes()
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)

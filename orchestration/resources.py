@@ -35,12 +35,40 @@ def _dbt_on_path() -> None:
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
 
 
-def build_dbt_project() -> DbtProject:
+# What dbt parses; the manifest is stale when any of these is newer (the Makefile's rule, too).
+DBT_SOURCE_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".md"}
+DBT_OUTPUT_DIRS = {"target", "logs", "dbt_packages"}
+
+
+def newest_dbt_source_mtime(project_dir: Path = DBT_PROJECT_DIR) -> float:
+    newest = 0.0
+    for root, dirs, files in os.walk(project_dir):
+        if root == str(project_dir):
+            dirs[:] = [d for d in dirs if d not in DBT_OUTPUT_DIRS]
+        for name in files:
+            if Path(name).suffix in DBT_SOURCE_SUFFIXES:
+                newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def manifest_is_current(project: DbtProject) -> bool:
+    try:
+        built = project.manifest_path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return built >= newest_dbt_source_mtime(Path(project.project_dir))
+
+
+def build_dbt_project(force_parse: bool = False) -> DbtProject:
+    """The dbt project, its manifest parsed only when missing or older than the dbt sources.
+
+    Not `prepare_if_dev()`: `dagster dev` sets DAGSTER_IS_DEV_CLI for every process it starts,
+    run workers included, and a `dbt parse` at each run worker's start cost ~9 s of every
+    refresh (docs/INGESTION.md, "Freshness"). Edits to the SQL or YAML are still picked up: the
+    first process that loads the definitions after an edit re-parses."""
     _dbt_on_path()
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    project.prepare_if_dev()
-    if not project.manifest_path.exists():
-        # A fresh checkout outside `dagster dev` (tests, `engage ingest`): parse once.
+    if force_parse or not manifest_is_current(project):
         project.preparer.prepare(project)
     return project
 

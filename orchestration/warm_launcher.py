@@ -1,0 +1,246 @@
+"""A run launcher that keeps one run worker warm (configured in DAGSTER_HOME/dagster.yaml).
+
+Dagster's DefaultRunLauncher asks the code server to start a new process for every run, and that
+process imports Dagster, dagster-dbt, dbt, DuckDB and the definitions before the run's first step:
+~4 s of CPU, the largest part of a small refresh's latency (docs/INGESTION.md, "Freshness"). This
+launcher keeps one spare worker (``python -m orchestration.warm_launcher``) that has done those
+imports already and waits for a run id. A run goes to the spare, which runs it as
+``dagster api execute_run`` would and exits when it ends, while the next spare imports (on the
+other core: a worker mostly keeps one busy), ready for the next run even when runs follow each
+other back to back.
+
+Whatever the spare cannot vouch for goes to DefaultRunLauncher, unchanged: no spare yet (the first
+run after start-up), a spare that died or did not answer, a run of another code location, or code
+that changed since the spare imported it (any imported file of the project, or the dbt manifest,
+newer than the import).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dagster import DefaultRunLauncher
+
+from engage.logs import log_event
+
+logger = logging.getLogger("engage.warm_launcher")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFINITIONS_MODULE = "orchestration.definitions"
+WORKER_PID_TAG = "engage/run_worker_pid"
+# A spare may still be importing when a run arrives (a few seconds, more on a busy machine): waiting
+# for it beats starting a cold process beside it. Past this, the run goes to DefaultRunLauncher.
+ACCEPT_TIMEOUT_SECONDS = 90.0
+
+
+class SpareWorker:
+    """A `python -m orchestration.warm_launcher` process and the lines it answers on stdout."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration.warm_launcher"], cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True, name=f"spare-{self.proc.pid}").start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put("")  # EOF: the worker exited, or runs a run (its output then goes to stderr)
+        self.proc.wait()  # no zombie once it ends
+
+    def hand_over(self, run_id: str, instance_ref: str) -> str:
+        """'accepted', or why not."""
+        if self.proc.poll() is not None:
+            return f"the spare worker exited (code {self.proc.returncode})"
+        try:
+            self.proc.stdin.write(json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            return f"the spare worker is gone ({exc})"
+        deadline = time.monotonic() + ACCEPT_TIMEOUT_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line == "accepted" or line.startswith("declined"):
+                return line
+            if line == "":
+                return f"the spare worker exited (code {self.proc.wait()})"
+        self.proc.kill()  # before anything else may start this run
+        self.proc.wait()
+        return f"the spare worker did not answer within {ACCEPT_TIMEOUT_SECONDS:g} s"
+
+    def stop(self) -> None:
+        """A spare waiting for a run exits at the end of its stdin."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class WarmRunLauncher(DefaultRunLauncher):
+    """DefaultRunLauncher, but a run starts in a spare worker that has its imports done."""
+
+    def __init__(self, inst_data=None):
+        super().__init__(inst_data=inst_data)
+        self._lock = threading.Lock()
+        self._spare: SpareWorker | None = None
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data)
+
+    def launch_run(self, context) -> None:
+        from dagster._serdes import serialize_value
+
+        run = context.dagster_run
+        started = time.perf_counter()
+        with self._lock:
+            spare, self._spare = self._spare, None
+            if spare is None:
+                outcome = "no spare worker yet"
+            else:
+                outcome = spare.hand_over(run.run_id, serialize_value(self._instance.get_ref()))
+            self._spare = SpareWorker()
+        if outcome == "accepted":
+            self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(spare.pid)})
+            self._run_ids.add(run.run_id)
+            waited = round(time.perf_counter() - started, 3)
+            log_event(logger, "run_launched_warm", run_id=run.run_id, pid=spare.pid, seconds=waited)
+            self._instance.report_engine_event(f"Launched in a warm run worker (pid {spare.pid}, "
+                                               f"ready after {waited:.1f} s).", run, cls=self.__class__)
+            return
+        from dagster import DagsterRunStatus
+
+        if self._instance.get_run_by_id(run.run_id).status != DagsterRunStatus.STARTING:
+            raise RuntimeError(f"run {run.run_id} was started by a spare worker that then failed: {outcome}")
+        log_event(logger, "run_launched_cold", run_id=run.run_id, reason=outcome)
+        self._instance.report_engine_event(f"Launched in a new process: {outcome}.", run, cls=self.__class__)
+        super().launch_run(context)
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        pid = run.tags.get(WORKER_PID_TAG) if run else None
+        if pid is None:
+            return super().terminate(run_id)
+        if run.is_finished or not _is_our_worker(int(pid)):
+            return False
+        self._instance.report_run_canceling(run)
+        os.kill(int(pid), signal.SIGINT)  # what Dagster's own run worker gets on termination
+        return True
+
+    def dispose(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.stop()
+        super().dispose()
+
+
+def _is_our_worker(pid: int) -> bool:
+    try:
+        return b"orchestration.warm_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+# -- the worker ------------------------------------------------------------------------------------
+
+
+def _project_files() -> list[Path]:
+    """The project's files this process has imported, and the dbt manifest the definitions read."""
+    from orchestration.assets.dbt import dbt_project
+
+    files = [Path(dbt_project.manifest_path)]
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().is_relative_to(PROJECT_DIR) and ".venv" not in Path(path).parts:
+            files.append(Path(path))
+    return files
+
+
+def _newest_mtime(files: list[Path]) -> float:
+    newest = 0.0
+    for f in files:
+        try:
+            newest = max(newest, f.stat().st_mtime)
+        except FileNotFoundError:
+            newest = float("inf")  # a file went away: the code changed
+    return newest
+
+
+def _why_not(instance, run_id: str, import_started: float, files: list[Path]) -> str | None:
+    from dagster._core.code_pointer import ModuleCodePointer
+
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.job_code_origin is None:
+        return "run not found"
+    origin = run.job_code_origin
+    pointer = origin.repository_origin.code_pointer
+    if not isinstance(pointer, ModuleCodePointer) or pointer.module != DEFINITIONS_MODULE:
+        return f"another code location ({pointer.describe()})"
+    if Path(origin.executable_path).resolve() != Path(sys.executable).resolve():
+        return f"another Python ({origin.executable_path})"
+    if _newest_mtime(files) > import_started:
+        return "the code changed since the spare imported it"
+    return None
+
+
+def worker_main() -> int:
+    import_started = time.time()  # a project file changed after this: the spare may hold old code
+    # What a refresh run imports, before it is asked for: Dagster, the definitions (dagster-dbt,
+    # dbt's graph, DuckDB, pyarrow) and dbt's runner and adapter.
+    import dagster  # noqa: F401
+    import dbt.adapters.duckdb  # noqa: F401
+    import dbt.cli.main  # noqa: F401
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._core.instance import DagsterInstance
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts
+
+    import orchestration.definitions  # noqa: F401
+
+    files = _project_files()
+    reply = sys.stdout
+    print("ready", file=reply, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the launcher went away
+    request = json.loads(line)
+    with capture_interrupts():
+        with DagsterInstance.from_ref(deserialize_value(request["instance_ref"])) as instance:
+            reason = _why_not(instance, request["run_id"], import_started, files)
+            print("accepted" if reason is None else f"declined {reason}", file=reply, flush=True)
+            if reason is not None:
+                return 0
+            # From here on this is a run worker: its output goes where the launcher's stderr goes.
+            sys.stdout.flush()
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            return _execute_run_command_body(request["run_id"], instance, lambda event: None,
+                                             set_exit_code_on_failure=False)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(worker_main())
+    except KeyboardInterrupt:  # Ctrl-C of `make run` while this spare waited: nothing to report
+        sys.exit(130)

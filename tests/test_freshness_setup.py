@@ -1,0 +1,198 @@
+"""What keeps a posted event's path to the pipes short (docs/INGESTION.md, "Freshness"): the Dagster
+instance config, no `dbt parse` per run worker, no per-test asset-check events in refreshes, and
+runs launched by the real Dagster daemon in a warm run worker. Real files, real Dagster processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from edge_data import edge_case_events, write_ndjson
+
+from engage.dagster_home import DAGSTER_YAML, EARLIER_DAGSTER_YAMLS, ensure_dagster_home, write_dagster_yaml
+from engage.settings import Settings
+from engage.snapshots import current_snapshot
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_dagster_yaml_is_written_upgraded_from_an_earlier_version_and_kept_when_edited(tmp_path, caplog):
+    from dagster import DagsterInstance
+
+    from orchestration.warm_launcher import WarmRunLauncher
+
+    fresh = tmp_path / "fresh" / "dagster.yaml"
+    fresh.parent.mkdir()
+    assert write_dagster_yaml(fresh) == "written"
+    assert write_dagster_yaml(fresh) == "current"
+    instance = DagsterInstance.from_config(str(fresh.parent))
+    try:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        assert isinstance(instance.run_launcher, WarmRunLauncher)
+    finally:
+        instance.dispose()
+
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(EARLIER_DAGSTER_YAMLS[0])
+    assert write_dagster_yaml(earlier) == "upgraded"
+    assert earlier.read_text() == DAGSTER_YAML
+
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(EARLIER_DAGSTER_YAMLS[0] + "run_monitoring:\n  enabled: true\n")
+    with caplog.at_level(logging.WARNING, logger="engage.dagster_home"):
+        assert write_dagster_yaml(edited) == "kept"
+    assert edited.read_text().endswith("run_monitoring:\n  enabled: true\n")
+    assert "dagster_yaml_kept" in caplog.text and "dequeue_interval_seconds" in caplog.text
+
+
+def test_the_dbt_manifest_is_stale_only_when_a_dbt_source_is_newer(tmp_path):
+    from dagster_dbt import DbtProject
+
+    from orchestration.resources import build_dbt_project, manifest_is_current
+
+    build_dbt_project()  # the repository's manifest, parsed if it is not current
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(PROJECT_DIR / "dbt_project", copy, ignore=shutil.ignore_patterns("logs", "engage_dbt_models-*"))
+    project = DbtProject(project_dir=copy, profiles_dir=copy)
+    assert manifest_is_current(project)
+    later = time.time() + 5
+    for output in (copy / "target" / "run_results.json", copy / "logs" / "dbt.log"):  # dbt's outputs: not sources
+        output.parent.mkdir(exist_ok=True)
+        output.write_text("{}")
+        os.utime(output, (later, later))
+    assert manifest_is_current(project)
+    model = next((copy / "models" / "marts").glob("*.sql"))
+    os.utime(model, (later + 5, later + 5))
+    assert not manifest_is_current(project)
+    (copy / "target" / "manifest.json").unlink()
+    assert not manifest_is_current(project)
+
+
+def test_loading_the_definitions_under_dagster_dev_does_not_parse_dbt():
+    """`dagster dev` sets DAGSTER_IS_DEV_CLI for every process, run workers included: loading the
+    definitions there must not run `dbt parse` (it cost ~9 s of every refresh)."""
+    from orchestration.resources import build_dbt_project
+
+    manifest = build_dbt_project().manifest_path
+    before = manifest.stat().st_mtime_ns
+    env = {**os.environ, "DAGSTER_IS_DEV_CLI": "1"}
+    subprocess.run([sys.executable, "-c", "import orchestration.definitions"], env=env, cwd=PROJECT_DIR,
+                   check=True, timeout=300)
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_refreshes_leave_out_the_per_test_asset_checks_and_rebuilds_report_them():
+    """Each check costs Dagster event writes in every refresh; the refresh's dbt build still runs
+    every test and fails on one (tests/test_faults.py), and the daily rebuild reports each."""
+    from orchestration.definitions import defs
+
+    def checks(job: str) -> set:
+        return set(defs.resolve_job_def(job).asset_layer.asset_graph.asset_check_keys)
+
+    assert checks("refresh_job") == set()
+    assert checks("rebuild_job") == set(defs.resolve_asset_graph().asset_check_keys) != set()
+
+
+# ----------------------------------------------------------------------------- the warm run worker
+
+
+def _run_events(dagster_home: Path) -> list[tuple[str, str, list[str]]]:
+    """(run id, status, engine-event messages) of every refresh_job run, oldest first."""
+    from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+    instance = DagsterInstance.from_config(str(dagster_home))
+    try:
+        runs = []
+        for rec in reversed(instance.get_run_records(filters=RunsFilter(job_name="refresh_job"))):
+            messages = [e.dagster_event.message or "" for e in instance.all_logs(rec.dagster_run.run_id)
+                        if e.dagster_event and e.dagster_event.event_type == DagsterEventType.ENGINE_EVENT]
+            runs.append((rec.dagster_run.run_id, rec.dagster_run.status.value, messages))
+        return runs
+    finally:
+        instance.dispose()
+
+
+def _processes_in_group(pgid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _published_count(settings: Settings) -> int:
+    snapshot = current_snapshot(settings)
+    if snapshot is None:
+        return -1
+    con = duckdb.connect(str(snapshot.path), read_only=True)
+    try:
+        return con.execute("SELECT raw_event_count FROM snapshot_info").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_a_code_change(tmp_path):
+    """The real Dagster daemon and code server, the landing sensor, three refreshes: the first in a new
+    process (no spare worker yet), the second in the warm spare, the third in a new process again
+    because the code (here: the dbt manifest) changed after the spare imported it. Each run publishes
+    every event so far; stopping the daemon leaves no process behind."""
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    settings.ensure_dirs()
+    ensure_dagster_home(settings)
+    env = {**os.environ, "ENGAGE_HOME": str(home), "DAGSTER_HOME": str(settings.dagster_home),
+           "ENGAGE_SENSOR_INTERVAL_SECONDS": "1", "ENGAGE_ADMIN_TOKEN": "warm-test-token"}
+    env.pop("DAGSTER_IS_DEV_CLI", None)
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    manifest = PROJECT_DIR / "dbt_project" / "target" / "manifest.json"
+    try:
+        posted = 0
+        for batch in range(3):
+            if batch == 2:
+                now = time.time()
+                os.utime(manifest, (now, now))  # newer than what the spare imported
+            events = edge_case_events(seed=80 + batch, n_events=150)
+            write_ndjson(settings.landing / f"batch-{batch}.ndjson", events)
+            posted += len(events)
+            deadline = time.time() + 300
+            while _published_count(settings) != posted:
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+                assert time.time() < deadline, (tmp_path / "daemon.log").read_text()[-3000:]
+                time.sleep(0.5)
+    finally:
+        os.killpg(daemon.pid, signal.SIGINT)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        deadline = time.time() + 20
+        while _processes_in_group(daemon.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _processes_in_group(daemon.pid)
+        if left:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
+    assert left == [], f"processes left behind: {left}"
+
+    runs = _run_events(settings.dagster_home)
+    assert [status for _, status, _ in runs] == ["SUCCESS"] * 3, runs
+    launched = [next(m for m in messages if "Launched in" in m) for _, _, messages in runs]
+    assert "a new process: no spare worker yet" in launched[0]
+    assert "a warm run worker" in launched[1]
+    assert "a new process: declined the code changed" in launched[2]
