@@ -139,7 +139,8 @@ class Proc:
         return 0
 
     def _sample(self) -> None:
-        while not self._stop.is_set() and self.popen.poll() is None:
+        # Not popen.poll(): it would reap the process before wait() gets its CPU time.
+        while not self._stop.is_set():
             self.peak_rss = max(self.peak_rss, self.tree_rss(), self.hwm())
             self._stop.wait(0.1)
 

@@ -3,18 +3,22 @@
    user was active there. For a window of whole days [A, B], a user whose first or last day falls in
    [A, B] is certainly active in it; one whose span lies outside is not; only a span that strictly
    contains the window is uncertain, and the API checks those against the daily mart
-   (serving/fastpath.py). Incremental: the users with new batches get their rows recomputed from all
-   their daily rows (unique_key = user_key). filter_dim '' = no filter. #}
+   (serving/fastpath.py). filter_dim '' = no filter.
+   Incremental: events are only ever added, so a span only grows. The daily rows newer than the
+   watermark (the days recomputed since: every day that gained events) give the spans of the new
+   activity; each is merged with the stored span of the same row (earliest first day, latest last
+   day) and replaces it (unique_key = the whole row key, see span_key). The spans of older rows of
+   the same days were already in the stored spans. #}
+{% macro span_key(keys) -%}
+    {{ return(['filter_dim', 'filter_value'] + keys + ['user_key']) }}
+{%- endmacro %}
+
 {% macro user_spans(source, keys, filter_dims) %}
+{%- set key = span_key(keys) -%}
 with
-{% if is_incremental() %}
-affected_users as (
-    select distinct user_key from {{ source }} where _max_batch_id > {{ batch_watermark() }}
-),
-{% endif %}
 src as (
     select * from {{ source }}
-    {% if is_incremental() %}where user_key in (select user_key from affected_users){% endif %}
+    {% if is_incremental() %}where _max_batch_id > {{ batch_watermark() }}{% endif %}
 ),
 spans as (
 {% for dim in [''] + filter_dims %}
@@ -30,9 +34,18 @@ spans as (
     group by {% if dim %}{{ dim }}, {% endif %}{% for k in keys %}{{ k }}, {% endfor %}user_key
     {{ "union all" if not loop.last }}
 {% endfor %}
-)
-select * from spans
-order by filter_dim, filter_value, {% for k in keys %}{{ k }}, {% endfor %}user_key
+){% if is_incremental() %},
+merged as (
+    select
+        {% for k in key %}new.{{ k }}, {% endfor %}
+        least(new.first_day, coalesce(old.first_day, new.first_day)) as first_day,
+        greatest(new.last_day, coalesce(old.last_day, new.last_day)) as last_day,
+        greatest(new._max_batch_id, coalesce(old._max_batch_id, new._max_batch_id)) as _max_batch_id
+    from spans as new
+    left join {{ this }} as old using ({{ key | join(', ') }})
+){% endif %}
+select * from {{ 'merged' if is_incremental() else 'spans' }}
+order by {{ key | join(', ') }}
 {% endmacro %}
 
 {# Additive measures per day × (filter_dim, filter_value) × keys, without users: the ranking pipes'
