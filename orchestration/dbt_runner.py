@@ -43,8 +43,9 @@ def release_warehouse() -> None:
             DuckDBConnectionManager._ENV = None
 
 
-def invoke_dbt(project: DbtProject, args: list[str], target_path: Path):
-    """Run one dbt command in this process; returns dbt's result object."""
+def invoke_dbt(project: DbtProject, args: list[str], target_path: Path, parsed_manifest=None):
+    """Run one dbt command in this process; returns dbt's result object. With `parsed_manifest`
+    (dbt's Manifest, parsed beforehand: orchestration/assets/dbt.py), dbt does not parse again."""
     from dbt.cli.main import dbtRunner
 
     target_path.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ def invoke_dbt(project: DbtProject, args: list[str], target_path: Path):
         "--quiet",
     ]
     try:
-        return dbtRunner().invoke(cli_args)
+        return dbtRunner(manifest=parsed_manifest).invoke(cli_args)
     finally:
         release_warehouse()
 
@@ -68,9 +69,10 @@ def dbt_build_events(
     translator: DagsterDbtTranslator,
     args: list[str],
     target_path: Path,
+    parsed_manifest=None,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     started = time.perf_counter()
-    result = invoke_dbt(project, args, target_path)
+    result = invoke_dbt(project, args, target_path, parsed_manifest)
     if result.exception is not None or result.result is None:
         raise DbtBuildFailed(f"dbt {' '.join(args)} could not run: {result.exception}")
     manifest = json.loads(project.manifest_path.read_text())

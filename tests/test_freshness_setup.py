@@ -102,19 +102,48 @@ def test_refreshes_leave_out_the_per_test_asset_checks_and_rebuilds_report_them(
     assert checks("rebuild_job") == set(defs.resolve_asset_graph().asset_check_keys) != set()
 
 
+def test_a_manifest_parsed_ahead_is_used_once_and_only_while_it_holds(tmp_path, monkeypatch):
+    """A real `dbt parse` (orchestration/assets/dbt.py: parse_ahead), then the rules for using it."""
+    from orchestration.assets import dbt as dbt_assets_module
+    from orchestration.resources import EngageResource, newest_dbt_source_mtime
+
+    monkeypatch.setenv("ENGAGE_HOME", str(tmp_path / "home"))
+    for name in dbt_assets_module.PROFILE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    settings = EngageResource().settings()  # sets the profile's environment, as in a run
+    dbt_assets_module.parse_ahead(settings)
+    manifest = dbt_assets_module.take_parsed_ahead(["build"])
+    assert manifest is not None and "model.engage.session_metrics_daily" in manifest.nodes
+    assert dbt_assets_module.take_parsed_ahead(["build"]) is None  # once
+
+    dbt_assets_module.parse_ahead(settings)
+    assert dbt_assets_module.take_parsed_ahead(["build", "--vars", "{full_tests: true}"]) is None
+
+    dbt_assets_module.parse_ahead(settings)
+    monkeypatch.setenv("ENGAGE_MARTS_PATH", str(tmp_path / "other.duckdb"))
+    assert dbt_assets_module.take_parsed_ahead(["build"]) is None
+    monkeypatch.setenv("ENGAGE_MARTS_PATH", str(settings.marts_path))
+
+    dbt_assets_module.parse_ahead(settings)
+    # As if a dbt source had been saved after the parse began (the repository's files stay untouched).
+    dbt_assets_module._parsed_ahead.parse_started = newest_dbt_source_mtime(PROJECT_DIR / "dbt_project") - 1
+    assert dbt_assets_module.take_parsed_ahead(["build"]) is None
+
+
 # ----------------------------------------------------------------------------- the warm run worker
 
 
 def _run_events(dagster_home: Path) -> list[tuple[str, str, list[str]]]:
-    """(run id, status, engine-event messages) of every refresh_job run, oldest first."""
+    """(run id, status, engine-event and log messages) of every refresh_job run, oldest first."""
     from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
     instance = DagsterInstance.from_config(str(dagster_home))
     try:
         runs = []
         for rec in reversed(instance.get_run_records(filters=RunsFilter(job_name="refresh_job"))):
-            messages = [e.dagster_event.message or "" for e in instance.all_logs(rec.dagster_run.run_id)
-                        if e.dagster_event and e.dagster_event.event_type == DagsterEventType.ENGINE_EVENT]
+            messages = [(e.dagster_event.message or "") if e.dagster_event else e.user_message
+                        for e in instance.all_logs(rec.dagster_run.run_id)
+                        if e.dagster_event is None or e.dagster_event.event_type == DagsterEventType.ENGINE_EVENT]
             runs.append((rec.dagster_run.run_id, rec.dagster_run.status.value, messages))
         return runs
     finally:
@@ -196,3 +225,5 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
     assert "a new process: no spare worker yet" in launched[0]
     assert "a warm run worker" in launched[1]
     assert "a new process: declined the code changed" in launched[2]
+    parsed_ahead = [next(m for m in messages if "event=dbt_build_started" in m) for _, _, messages in runs]
+    assert [("parsed_ahead=True" in m) for m in parsed_ahead] == [False, True, False]
