@@ -109,8 +109,9 @@ def kept_snapshots(settings: Settings) -> list[SnapshotRef]:
 
 
 def check_snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> dict[str, int]:
-    """Rows of every published mart in an open snapshot; SnapshotProblem if a table is missing or
-    the snapshot is not `snapshot_id`. Reads only catalog metadata and counts: cheap."""
+    """Rows of every published mart in an open snapshot; SnapshotProblem if a table is missing, the
+    file ends before the blocks its tables use (truncated) or the snapshot is not `snapshot_id`.
+    Reads only catalog and storage metadata and counts: cheap."""
     try:
         info = con.execute(f"SELECT snapshot_id FROM {INFO_TABLE}").fetchall()
         present = {r[0] for r in con.execute(
@@ -119,6 +120,15 @@ def check_snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> dict[str
         if missing:
             raise SnapshotProblem(f"snapshot {snapshot_id} lacks the marts {', '.join(missing)}")
         rows = {m: con.execute(f"SELECT count(*) FROM {m}").fetchone()[0] for m in PUBLISHED_MARTS}
+        last_block = con.execute("SELECT max(b) FROM (" + " UNION ALL ".join(
+            f"SELECT max(block_id) AS b FROM pragma_storage_info('{t}')" for t in (*PUBLISHED_MARTS, INFO_TABLE)) + ")").fetchone()[0]
+        path, block_size = con.execute(
+            "SELECT d.path, s.block_size FROM duckdb_databases() d JOIN pragma_database_size() s USING (database_name) "
+            "WHERE d.database_name = current_database()").fetchone()
+        size = Path(path).stat().st_size
+        if size < ((last_block or 0) + 1) * block_size:
+            raise SnapshotProblem(f"snapshot {snapshot_id} cannot be read (its file is {size} bytes, but its "
+                                  f"tables use block {last_block} of {block_size} bytes: truncated)")
     except duckdb.Error as exc:
         raise SnapshotProblem(f"snapshot {snapshot_id} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if info != [(snapshot_id,)]:
