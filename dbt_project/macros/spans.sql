@@ -45,7 +45,9 @@ merged as (
     left join {{ this }} as old using ({{ key | join(', ') }})
 ){% endif %}
 select * from {{ 'merged' if is_incremental() else 'spans' }}
-order by {{ key | join(', ') }}
+-- The order the API reads (a filter, then keys: docs/ARCHITECTURE.md, "Row order of the marts"); not
+-- by user too, which no query needs and would make the sort ~20% dearer.
+order by filter_dim, filter_value, {{ keys | join(', ') }}
 {% endmacro %}
 
 {# Additive measures per day × (filter_dim, filter_value) × keys, without users: the ranking pipes'
