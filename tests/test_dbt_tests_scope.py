@@ -11,11 +11,11 @@ from engage.settings import Settings
 from engage.snapshots import discard_marts
 
 CUT = "2025-02-03 00:00:00"  # file 1: the events before, file 2: those from then on (other hours)
-DUPLICATED_OLD = "unique_combination_of_columns_user_engagement_hourly"
+HOURLY_GRAIN = "grain_user_engagement_hourly"
 SESSIONS_UNIQUE = "unique_int_sessions_session_id"
 TOTALS = "assert_event_marts_match_raw_totals"
 SESSION_TOTALS = "assert_session_marts_match_raw_sessions"
-BUGS_FOUND = {DUPLICATED_OLD, SESSIONS_UNIQUE, TOTALS, SESSION_TOTALS}
+BUGS_FOUND = {HOURLY_GRAIN, SESSIONS_UNIQUE, TOTALS, SESSION_TOTALS}
 
 
 def dbt(command: str, *args: str) -> dict[str, str]:
@@ -90,7 +90,7 @@ def test_incremental_tests_read_what_changed_and_full_tests_read_all(engage_home
     assert "fail" not in dbt("run").values()
     assert failed(dbt("test")) == BUGS_FOUND
     statuses = dbt("build")  # the tests of a damaged model fail, those downstream of it are skipped
-    assert failed(statuses) == {DUPLICATED_OLD, SESSIONS_UNIQUE}
+    assert failed(statuses) == {HOURLY_GRAIN, SESSIONS_UNIQUE}
     assert recorded_batch(engage_home) == 1  # a failing build records nothing: its rows stay to test
 
     # A mart written whole (here: its file is gone) has no tested rows: everything is tested again,
@@ -105,3 +105,9 @@ def test_incremental_tests_read_what_changed_and_full_tests_read_all(engage_home
     statuses = dbt("build", "--full-refresh")
     assert failed(statuses) == set() and any(s == "pass" for s in statuses.values())
     assert recorded_batch(engage_home) == 2
+
+    # The grain test also fails on a period that is not the start of its hour (no duplicate here).
+    with duckdb.connect(str(engage_home.marts_path)) as marts:
+        marts.execute("UPDATE user_engagement_hourly SET period_start = period_start + INTERVAL 1 MINUTE "
+                      "WHERE rowid = (SELECT min(rowid) FROM user_engagement_hourly)")
+    assert failed(dbt("test", "--select", "user_engagement_hourly", "--vars", "{full_tests: true}")) == {HOURLY_GRAIN}
