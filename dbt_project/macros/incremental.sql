@@ -13,3 +13,13 @@
     from {{ relation }}
     where {{ batch_column }} > {{ batch_watermark() }}
 {%- endmacro %}
+
+{# The raw events of every `key` (an hour, a session) that received events since this model's
+   watermark: all of them, old and new, so that each such key is recomputed whole. A full build
+   reads every event. #}
+{% macro events_of_changed(key) -%}
+    select * from {{ ref('stg_user_events') }}
+    {% if is_incremental() %}
+    where {{ key }} in (select {{ key }} from {{ ref('stg_user_events') }} where _batch_id > {{ batch_watermark() }})
+    {% endif %}
+{%- endmacro %}

@@ -9,24 +9,9 @@
 -- run recomputes only sessions that received events since the last run, from all their events,
 -- so a session split over files days apart is still one session.
 
-{% if is_incremental() %}
-with affected_sessions as (
+with events as (
 
-    select distinct session_id
-    from {{ ref('stg_user_events') }}
-    where _batch_id > {{ batch_watermark() }}
-
-),
-{% else %}
-with
-{% endif %}
-
-events as (
-
-    select * from {{ ref('stg_user_events') }}
-    {% if is_incremental() %}
-    where session_id in (select session_id from affected_sessions)
-    {% endif %}
+    {{ events_of_changed('session_id') }}
 
 ),
 

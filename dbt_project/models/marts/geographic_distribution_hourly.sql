@@ -4,22 +4,9 @@
 -- run recomputes only the hours that received events since the last run (late events included),
 -- from all raw rows of those hours, then replaces those hours.
 
-{% if is_incremental() %}
-with affected_hours as (
+with events as (
 
-    {{ affected_periods(ref('stg_user_events'), 'event_hour', batch_column='_batch_id') }}
-
-),
-{% else %}
-with
-{% endif %}
-
-events as (
-
-    select * from {{ ref('stg_user_events') }}
-    {% if is_incremental() %}
-    where event_hour in (select period_start from affected_hours)
-    {% endif %}
+    {{ events_of_changed('event_hour') }}
 
 ),
 
