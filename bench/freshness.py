@@ -382,7 +382,7 @@ def report(args, info, trials: list[Trial], warm: Trial | None, setup: dict, bus
         in_warm_worker = [t.notes["launched_warm"] for t in explained if "launched_warm" in t.notes]
         if in_warm_worker:
             parts += ["", f"{sum(in_warm_worker)} of {len(in_warm_worker)} runs started in a warm run worker "
-                          "(orchestration/warm_launcher.py), the others in a new process."]
+                          "(orchestration/warm_launcher.py); the others, if any, in a new process."]
         if nodes:
             parts += ["", f"dbt built {' / '.join(nodes)} per run (the project as it was at each run). Dagster "
                           f"events per run, median: {percentile(planned, 50):.0f} written while the run was created "

@@ -46,8 +46,8 @@ class SpareWorker:
     """A `python -m orchestration.warm_launcher` process and the lines it answers on stdout."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration.warm_launcher"], cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration.warm_launcher"], cwd=PROJECT_DIR,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True, name=f"spare-{self.proc.pid}").start()
 
@@ -59,6 +59,7 @@ class SpareWorker:
         for line in self.proc.stdout:
             self.lines.put(line.strip())
         self.lines.put("")  # EOF: the worker exited, or runs a run (its output then goes to stderr)
+        self.proc.stdout.close()
         self.proc.wait()  # no zombie once it ends
 
     def hand_over(self, run_id: str, instance_ref: str) -> str:
@@ -77,6 +78,7 @@ class SpareWorker:
             except queue.Empty:
                 break
             if line == "accepted" or line.startswith("declined"):
+                self.proc.stdin.close()  # it reads nothing more
                 return line
             if line == "":
                 return f"the spare worker exited (code {self.proc.wait()})"
