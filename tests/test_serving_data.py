@@ -17,6 +17,7 @@ import urllib.parse
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -359,7 +360,10 @@ def test_switching_snapshots_under_load_never_fails(tmp_path, published, data_ra
     settings.snapshots_dir.mkdir(parents=True)
     ids = ["snap-one", "snap-two"]
     for sid in ids:
-        shutil.copyfile(src.path, settings.snapshots_dir / f"{sid}.duckdb")
+        copy = settings.snapshots_dir / f"{sid}.duckdb"
+        shutil.copyfile(src.path, copy)
+        with duckdb.connect(str(copy)) as con:  # a snapshot file must hold the id that names it
+            con.execute("UPDATE snapshot_info SET snapshot_id = ?", [sid])
 
     def point(sid: str) -> None:
         tmp = settings.snapshots_dir / ".CURRENT.tmp"
