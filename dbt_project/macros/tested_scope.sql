@@ -52,11 +52,11 @@
 
 {# The rows a generic test reads (dbt calls this for every generic test's model): on an
    incremental build, only the partitions that changed since tested_through_batch():
-   - an incremental model with a unique_key (period_start, [grain, period_start], session_id,
-     user_key) is rewritten a partition at a time, every rewritten partition holding at least one
+   - an incremental model with a unique_key (period_start, [grain, period_start], session_id, the
+     span row key) is rewritten a partition at a time, every rewritten partition holding at least one
      row newer than the watermark (`_max_batch_id`): the test reads those partitions whole, so a
      duplicate of an old row in a rewritten partition is still seen;
-   - a relation whose `meta.batch_column` is set (the raw events and their staging view) only
+   - a relation whose `meta.batch_column` is set (the raw events: sources.yml) only
      gains rows: the test reads the rows of newer batches.
    Anything else (tables rebuilt every run, the small append-only key dictionary) is read whole.
    A test's own `where` config still applies. #}
