@@ -114,6 +114,7 @@ def test_a_manifest_parsed_ahead_is_used_once_and_only_while_it_holds(tmp_path, 
     dbt_assets_module.parse_ahead(settings)
     manifest = dbt_assets_module.take_parsed_ahead(["build"])
     assert manifest is not None and "model.engage.session_metrics_daily" in manifest.nodes
+    assert not (settings.state_dir / "dbt_parse_ahead").exists()  # its folder is gone
     assert dbt_assets_module.take_parsed_ahead(["build"]) is None  # once
 
     dbt_assets_module.parse_ahead(settings)
@@ -203,6 +204,10 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
                 assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
                 assert time.time() < deadline, (tmp_path / "daemon.log").read_text()[-3000:]
                 time.sleep(0.5)
+        # The last run is still writing its final events: stopping the daemon now would interrupt it.
+        while any(status not in ("SUCCESS", "FAILURE", "CANCELED") for _, status, _ in _run_events(settings.dagster_home)):
+            assert time.time() < deadline
+            time.sleep(0.5)
     finally:
         os.killpg(daemon.pid, signal.SIGINT)
         try:

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,12 +46,18 @@ def parse_ahead(settings: Settings) -> float:
     a folder of its own, so a refresh running meanwhile is not disturbed. Returns the seconds taken."""
     global _parsed_ahead
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="engage-dbt-parse-") as folder:
+    # One spare at a time per home: a fixed folder, so that a spare killed meanwhile leaves no litter.
+    folder = settings.state_dir / "dbt_parse_ahead"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
         try:
             shutil.copy(dbt_target(settings) / "partial_parse.msgpack", folder)
         except FileNotFoundError:
             pass  # a full parse
-        result = invoke_dbt(dbt_project, ["parse", "--no-write-json"], Path(folder))
+        result = invoke_dbt(dbt_project, ["parse", "--no-write-json"], folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     if not result.success:
         raise RuntimeError(f"dbt parse failed: {result.exception}")
     _parsed_ahead = ParsedAhead(result.result, started, {k: os.environ.get(k) for k in PROFILE_ENV})
