@@ -20,6 +20,18 @@ src as (
     select * from {{ source }}
     {% if is_incremental() %}where _max_batch_id > {{ batch_watermark() }}{% endif %}
 ),
+-- The days collapsed once per (keys, filter dimensions, user) (min and max compose), so that each
+-- filter's spans aggregate these rows, several times fewer than the daily rows.
+by_user as materialized (
+    select
+        {% for c in keys + filter_dims %}{{ c }}, {% endfor %}
+        user_key,
+        min(period_start) as first_day,
+        max(period_start) as last_day,
+        max(_max_batch_id) as _max_batch_id
+    from src
+    group by all
+),
 spans as (
 {% for dim in [''] + filter_dims %}
     select
@@ -27,10 +39,10 @@ spans as (
         {{ dim if dim else "''" }} as filter_value,
         {% for k in keys %}{{ k }}, {% endfor %}
         user_key,
-        min(period_start) as first_day,
-        max(period_start) as last_day,
+        min(first_day) as first_day,
+        max(last_day) as last_day,
         max(_max_batch_id) as _max_batch_id
-    from src
+    from by_user
     group by {% if dim %}{{ dim }}, {% endif %}{% for k in keys %}{{ k }}, {% endfor %}user_key
     {{ "union all" if not loop.last }}
 {% endfor %}
