@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from engage.logs import log_event
 from engage.settings import Settings
+from engage.snapshots import write_atomically
 
 logger = logging.getLogger("engage.refresh_status")
 STATUS_FILE = "last_refresh.json"
@@ -39,15 +40,10 @@ def record(settings: Settings, run_id: str, status: str, *, step: str | None = N
         "snapshot_id": snapshot_id,
     }
     path = _path(settings)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(body))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(body))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        path.with_name(f".{path.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
         log_event(logger, "refresh_status_not_recorded", logging.WARNING, status=status, error=str(exc))
 
 

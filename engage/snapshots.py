@@ -65,7 +65,8 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Temporary name, fsync, rename, fsync the folder: readers see the old or the new text."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
         fh.write(text)
@@ -166,7 +167,7 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
     _validate_written(tmp, snapshot_id, rows)
     os.replace(tmp, final)
     faults.point("publish_before_swap")
-    _write_atomically(
+    write_atomically(
         settings.snapshots_dir / CURRENT_FILE,
         json.dumps({"snapshot_id": snapshot_id, "file": final.name}),
     )
