@@ -13,10 +13,13 @@ import gzip
 import hashlib
 import io
 import json
+import mmap
 import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,12 +128,41 @@ def pending_rejected(settings: Settings) -> list[Path]:
     return sorted(p for p in folder.glob("*.ndjson")) if folder.exists() else []
 
 
-def sha256_of(path: Path) -> str:
+@dataclass
+class FileScan:
+    sha256: str  # of the file's bytes: the ledger's exactly-once key
+    whole_ndjson_lines: int | None = None  # lines, when screened and LineScreen passed them all
+
+
+def scan_file(path: Path, screen: bool = False) -> FileScan:
+    """The file's SHA-256 and, when `screen`, whether every line is one JSON object on its own
+    (``LineScreen``), in one pass over a memory map: no copy of the file into Python, the hash in a
+    second thread while this one screens (both without the GIL), and each window of the map let go
+    once done with, so the pages of a large file do not pile up in this process's memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+    size = path.stat().st_size
+    if size == 0:
+        return FileScan(digest.hexdigest())
+    line_screen = LineScreen() if screen else None
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        data = np.frombuffer(mapped, np.uint8)
+        view = memoryview(mapped)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+                for window in range(0, size, CHUNK_BYTES):
+                    hashed = hasher.submit(digest.update, view[window:window + CHUNK_BYTES])
+                    if line_screen is not None and not line_screen.feed(data, window, min(window + CHUNK_BYTES, size)):
+                        line_screen = None
+                    hashed.result()
+                    mapped.madvise(mmap.MADV_DONTNEED, window, min(CHUNK_BYTES, size - window))
+        finally:
+            view.release()
+            del data
+    return FileScan(digest.hexdigest(), line_screen.lines or None if line_screen is not None else None)
+
+
+def sha256_of(path: Path) -> str:
+    return scan_file(path).sha256
 
 
 def _open_binary(path: Path, gz: bool):
@@ -214,6 +246,37 @@ def fast_lines(data: bytes, first_line_number: int) -> pa.RecordBatch | None:
         return None
     numbers = pa.array(np.arange(first_line_number, first_line_number + count, dtype=np.int64))
     return pa.record_batch([numbers, texts, pa.nulls(count, pa.large_string())], schema=LINE_SCHEMA)
+
+
+class LineScreen:
+    """Whether NDJSON bytes, fed window by window, have every line one JSON object on its own:
+    starting with '{' and ending with '}' (before an optional CR), at most MAX_LINE_BYTES, a BOM
+    allowed at the start. Such a file may be loaded whole by DuckDB's NDJSON reader (loader.py);
+    any other (blank lines, over-long lines, anything else) is read line by line."""
+
+    def __init__(self):
+        self.lines = 0
+        self.start = -1  # where the line being screened starts (-1: not known before the first window)
+        self.is_newline = np.empty(CHUNK_BYTES, bool)  # once: allocating per window costs more than the scan
+
+    def feed(self, data: np.ndarray, window: int, end: int) -> bool:
+        """Screen data[window:end], the next window; False as soon as a line fails."""
+        if self.start < 0:
+            self.start = len(UTF8_BOM) if data[:len(UTF8_BOM)].tobytes() == UTF8_BOM else 0
+        part = data[window:end]
+        ends = np.flatnonzero(np.equal(part, 10, out=self.is_newline[:len(part)])) + window
+        if end == len(data) and (len(ends) == 0 or ends[-1] != end - 1) and end > self.start:
+            ends = np.append(ends, end)  # a final line without a newline
+        if len(ends) == 0:
+            return end - self.start <= MAX_LINE_BYTES
+        starts = np.concatenate(([self.start], ends[:-1] + 1))
+        closing = ends - 1 - (data[ends - 1] == 13)  # the byte before a CR LF's CR
+        if (np.any(ends - starts > MAX_LINE_BYTES) or np.any(ends - starts < 2)
+                or np.any(data[starts] != ord("{")) or np.any(data[closing] != ord("}"))):
+            return False
+        self.lines += len(ends)
+        self.start = int(ends[-1]) + 1
+        return True
 
 
 def whole_lines(data: bytes, first_line_number: int) -> tuple[LineBatch | pa.RecordBatch, int]:

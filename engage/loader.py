@@ -8,6 +8,11 @@ Rows stream into the transaction group by group, so memory stays bounded however
 (DuckDB writes a transaction's large appends to the database file as they come). Two paths, one
 validator (docs/PIPELINE.md, "Loading"):
 
+* whole file: an uncompressed NDJSON file whose every line is one object (``landing.screen_lines``,
+  checked while the file is hashed) is read by DuckDB's own NDJSON reader, in parallel, and
+  validated by the same checks inside one ``INSERT``. Kept only when every line became a valid row
+  (then there is nothing to quarantine, and no line numbers are needed); otherwise the transaction
+  rolls back and the file takes the fast path. ``validate._fields_of_file`` says why it is exact.
 * fast: NDJSON blocks of valid UTF-8 become Arrow lines without a Python loop, and the validation
   SQL runs on the warehouse connection inside ``INSERT INTO raw.user_events SELECT ...``: valid
   rows never leave DuckDB. Only a group with fewer inserted rows than lines (blank or bad lines)
@@ -35,11 +40,13 @@ import pyarrow.parquet as pq
 
 from engage import faults
 from engage.db import one
-from engage.landing import REJECTED_DIR, LandingIndex, pending_rejected, prefetched, read_batches, sha256_of
+from engage.landing import (REJECTED_DIR, TEXT_SUFFIXES, FileScan, LandingIndex, file_format, pending_rejected, prefetched,
+                            read_batches, scan_file, sha256_of)
 from engage.logs import log_event
 from engage.schema import COLUMN_NAMES, DDL, LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
 from engage.settings import Settings
-from engage.validate import INVALID_JSON, Dialect, LineBatch, refine_error, validate, validation_connection, validation_sql
+from engage.validate import (INVALID_JSON, Dialect, LineBatch, file_validation_sql, refine_error, validate,
+                             validation_connection, validation_sql)
 
 logger = logging.getLogger("engage.loader")
 
@@ -61,6 +68,7 @@ class FileResult:
     rows_quarantined: int = 0
     seconds: float = 0.0
     error: str | None = None
+    whole_file_lines: int = 0  # lines read and loaded whole by DuckDB's NDJSON reader
     fast_lines: int = 0  # lines validated and inserted inside DuckDB (the fast path)
     exact_lines: int = 0  # lines validated from LineBatches (invalid UTF-8, over-long, CSV, Parquet)
 
@@ -99,6 +107,7 @@ def connect_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(settings.warehouse_path))
     # Bounded memory however large the file: DuckDB spills to disk past the limit.
     con.execute("SET memory_limit = ?", [settings.pipeline_memory_limit])
+    con.execute("SET enable_progress_bar = false")  # the loader logs its own progress, per file
     con.execute(DDL)
     return con
 
@@ -313,9 +322,40 @@ def _in_file_transaction(con: duckdb.DuckDBPyConnection, path: Path, result: Fil
         raise
 
 
-def load_file(con: duckdb.DuckDBPyConnection, path: Path, sha256: str, source: str, staging_dir: Path) -> FileResult:
+class _NotWhole(Exception):
+    """Not every line of the file became a valid row on the whole-file path."""
+
+
+def _load_whole_file(con: duckdb.DuckDBPyConnection, path: Path, result: FileResult, lines: int) -> None:
+    loaded = one(con, f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, {result.batch_id} "
+                      f"FROM ({file_validation_sql(str(path))}) WHERE error IS NULL")[0]
+    if loaded != lines:
+        raise _NotWhole(f"{loaded:,} of {lines:,} lines are valid rows")
+    result.rows_loaded = result.whole_file_lines = loaded
+
+
+def whole_file_candidate(path: Path) -> bool:
+    """Uncompressed NDJSON: the files the whole-file path may take (once screened)."""
+    fmt = file_format(path)
+    return fmt is not None and TEXT_SUFFIXES.get(fmt[0]) is Dialect.JSON and not fmt[1]
+
+
+def load_file(con: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, source: str, staging_dir: Path) -> FileResult:
     """Load one file: its rows, its quarantine and its ledger row commit together."""
     started = time.perf_counter()
+    sha256 = scan.sha256
+    if scan.whole_ndjson_lines is not None:
+        result = FileResult(source, sha256, "loaded")
+        try:
+            _in_file_transaction(con, path, result, lambda: _load_whole_file(con, path, result, scan.whole_ndjson_lines))
+            result.seconds = time.perf_counter() - started
+            return result
+        except (_NotWhole, duckdb.Error) as exc:
+            if faults.is_disk_full(exc):
+                raise
+            # rolled back: bad rows (which need their line numbers), or JSON DuckDB's reader refused
+            log_event(logger, "whole_file_path_declined", file=source, lines=scan.whole_ndjson_lines,
+                      seconds=round(time.perf_counter() - started, 3), reason=str(exc).splitlines()[0][:200])
     result = FileResult(source, sha256, "loaded")
     try:
         _in_file_transaction(con, path, result, lambda: _load_rows(con, path, source, result))
@@ -389,14 +429,15 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
         log_event(logger, "load_started", files_pending=len(pending))
         for path in pending:
             source = index.relative(path)
-            sha256 = sha256_of(path)
+            scan = scan_file(path, screen=whole_file_candidate(path))
+            sha256 = scan.sha256
             known = one(con, f"SELECT name FROM {LEDGER_TABLE} WHERE content_sha256 = ?", [sha256])
             if known:
                 result = FileResult(source, sha256, "duplicate")
                 log_event(logger, "file_skipped_duplicate", file=source, same_content_as=known[0])
             else:
                 try:
-                    result = load_file(con, path, sha256, source, staging_dir)
+                    result = load_file(con, path, scan, source, staging_dir)
                 except Exception as exc:
                     if not faults.is_disk_full(exc):
                         raise
@@ -413,6 +454,7 @@ def load_pending(settings: Settings, con: duckdb.DuckDBPyConnection | None = Non
                     rows_quarantined=result.rows_quarantined,
                     seconds=round(result.seconds, 3),
                     rows_per_second=int((result.rows_loaded + result.rows_quarantined) / max(result.seconds, 1e-9)),
+                    whole_file_lines=result.whole_file_lines,
                     fast_lines=result.fast_lines,
                     exact_lines=result.exact_lines,
                 )

@@ -91,15 +91,90 @@ def split_lines(data: bytes, first_line_number: int = 1) -> tuple[LineBatch, int
     return batch, len(raw_lines)
 
 
-def _validation_sql(dialect: Dialect) -> str:
-    """SQL over ``lines(line_no, raw)`` producing typed columns and the first error of each row.
-
-    Each field is extracted once as JSON text (``j_<field>``, whose first character tells its
-    JSON type: cheaper than ``json_type``) and once as a plain string (``s_<field>``).
-    """
+def _fields_of_lines() -> str:
+    """CTEs ending in ``fields`` over the view ``lines(line_no, raw, original)``: every non-blank
+    line, whether it is JSON and an object, each field as JSON text (``j_<field>``, whose first
+    character tells its JSON type: cheaper than ``json_type``) and as a plain string
+    (``s_<field>``: a second extraction is cheaper than cutting the string out of the JSON text
+    with DuckDB's string functions)."""
     paths = ", ".join(f"'$.\"{name}\"'" for name in COLUMN_NAMES)
-    idx = {name: i + 1 for i, name in enumerate(COLUMN_NAMES)}
+    field_columns = ", ".join(f"j[{i}]::VARCHAR AS j_{n}, s[{i}] AS s_{n}" for i, n in enumerate(COLUMN_NAMES, 1))
+    return f"""rows AS (
+    -- blank lines (also a lone CR) are not rows; a CRLF line ending is not part of the row.
+    -- (starts_with/ends_with first: they are far cheaper than trimming every line)
+    SELECT line_no, CASE WHEN ends_with(raw, chr(13)) THEN rtrim(raw, chr(13)) ELSE raw END AS raw, original
+    FROM lines
+    WHERE starts_with(raw, '{{') OR NOT regexp_full_match(raw, '\\s*')
+), checked AS (
+    SELECT line_no, raw, original,
+           strlen(raw) > {MAX_LINE_BYTES} AS too_long,
+           json_valid(raw) AS is_json
+    FROM rows
+), objects AS (
+    SELECT line_no, raw, original, too_long, is_json,
+           is_json AND NOT too_long AND left(ltrim(raw), 1) = '{{' AS is_object,
+           CASE WHEN is_object THEN json_extract(raw, [{paths}]) END AS j,
+           CASE WHEN is_object THEN json_extract_string(raw, [{paths}]) END AS s
+    FROM checked
+), fields AS (
+    SELECT line_no, raw, original, too_long, is_json, is_object, {field_columns}
+    FROM objects
+)"""
 
+
+def _fields_of_file(path: str) -> str:
+    """CTEs ending in ``fields`` over a whole NDJSON file read by DuckDB's own reader, in parallel,
+    each line parsed once straight into columns: far cheaper than the JSON functions over lines.
+
+    For a file that ``landing.screen_ndjson`` passed (every line one object, none too long). It has
+    no line numbers or raw text, so the loader keeps its result only when every line became a valid
+    row, and otherwise loads the file line by line (loader.py). That condition makes it exact:
+
+    * The timestamp is read as JSON text (an epoch number and a string of digits differ).
+    * The other fields are read as text: a string's value, a number's text, an object's JSON.
+      A value that a string or an integer gives exactly as any other JSON value would (an object,
+      an array, true/false, a number other than an integer) gets the JSON text '?', which fails
+      the checks, so the file goes line by line; every other value came from a JSON string or
+      integer, both accepted with that value, and gets '"' (a string) as its JSON text.
+    * Missing and null are NULL, as in the line-by-line SQL (where null is the text 'null').
+    """
+    literal = "'" + path.replace("'", "''") + "'"
+    columns = ", ".join(f"'{n}': '{'JSON' if n == 'timestamp' else 'VARCHAR'}'" for n in COLUMN_NAMES)
+    texts = [n for n in COLUMN_NAMES if n != "timestamp"]
+
+    def json_kind(n: str) -> str:
+        # Comparisons first (DuckDB compares a string's inlined prefix: nearly free): only a value
+        # starting with { [ - a digit, or one of the words, can be ambiguous and is looked at closer.
+        words = "('true', 'false', 'NaN', 'Infinity')"
+        ambiguous = (f"starts_with({n}, '{{') OR starts_with({n}, '[') OR {n} IN {words} OR "
+                     f"(regexp_full_match({n}, '-?([0-9][0-9.eE+-]*|Infinity)') AND NOT regexp_full_match({n}, '-?[0-9]+'))")
+        maybe = (f"({n} >= '0' AND {n} < ':') OR ({n} >= '-' AND {n} < '.') OR {n} >= '{{' "
+                 f"OR ({n} >= '[' AND {n} < '\\') OR {n} IN {words}")
+        if n == "duration":
+            # no value is ambiguous for the duration: what it accepts as text (digits) a JSON string
+            # or integer gives with the same value, and any other JSON value fails its check
+            return f"CASE WHEN {n} IS NOT NULL THEN '\"' END AS j_{n}"
+        return (f"CASE WHEN {n} IS NULL THEN NULL WHEN ({maybe}) AND ({ambiguous}) THEN '?' "
+                f"ELSE '\"' END AS j_{n}")
+
+    return f"""file_rows AS (
+    SELECT "timestamp"::VARCHAR AS j_timestamp, {", ".join(f'"{n}" AS {n}' for n in texts)}
+    FROM read_ndjson({literal}, columns={{{columns}}}, format='newline_delimited')
+), fields AS (
+    SELECT NULL::BIGINT AS line_no, NULL::VARCHAR AS raw, NULL::VARCHAR AS original, FALSE AS too_long,
+           TRUE AS is_json, TRUE AS is_object, j_timestamp,
+           -- a JSON string without a backslash has no quote inside: its value is between the quotes
+           CASE WHEN NOT starts_with(j_timestamp, '"') THEN j_timestamp
+                WHEN contains(j_timestamp, '\\') THEN json_extract_string(j_timestamp, '$')
+                ELSE substr(j_timestamp, 2, length(j_timestamp) - 2) END AS s_timestamp,
+           {", ".join(f"{json_kind(n)}, {n} AS s_{n}" for n in texts)}
+    FROM file_rows
+)"""
+
+
+def _validation_sql(dialect: Dialect, fields_sql: str) -> str:
+    """SQL over the CTE ``fields`` (one of the two below) producing typed columns and the first
+    error of each row."""
     def is_missing(n: str) -> str:
         return f"(j_{n} IS NULL OR j_{n} = 'null')"
 
@@ -134,37 +209,20 @@ def _validation_sql(dialect: Dialect) -> str:
     ]
     required_columns = ", ".join(f'{string_value(n)} AS "{n}"' for n in REQUIRED_STRINGS)
     optional_columns = ", ".join(f"coalesce({string_value(n)}, '') AS \"{n}\"" for n in OPTIONAL_STRINGS)
-    field_columns = ", ".join(f"j[{i}]::VARCHAR AS j_{n}, s[{i}] AS s_{n}" for n, i in idx.items())
     timestamp_forms = TIMESTAMP_FORMS.replace("'", "''")
     epoch_allowed = "TRUE" if dialect is Dialect.JSON else "FALSE"
     empty_duration_ok = "TRUE" if dialect is Dialect.CSV else "FALSE"
     return f"""
-WITH rows AS (
-    -- blank lines (also a lone CR) are not rows; a CRLF line ending is not part of the row.
-    -- (starts_with/ends_with first: they are far cheaper than trimming every line)
-    SELECT line_no, CASE WHEN ends_with(raw, chr(13)) THEN rtrim(raw, chr(13)) ELSE raw END AS raw, original
-    FROM lines
-    WHERE starts_with(raw, '{{') OR NOT regexp_full_match(raw, '\\s*')
-), checked AS (
-    SELECT line_no, raw, original,
-           strlen(raw) > {MAX_LINE_BYTES} AS too_long,
-           json_valid(raw) AS is_json
-    FROM rows
-), objects AS (
-    SELECT line_no, raw, original, too_long, is_json,
-           is_json AND NOT too_long AND left(ltrim(raw), 1) = '{{' AS is_object,
-           CASE WHEN is_object THEN json_extract(raw, [{paths}]) END AS j,
-           CASE WHEN is_object THEN json_extract_string(raw, [{paths}]) END AS s
-    FROM checked
-), fields AS (
-    SELECT line_no, raw, original, too_long, is_json, is_object, {field_columns}
-    FROM objects
-), strings AS (
+WITH {fields_sql}, strings AS (
     SELECT *, {", ".join(string_expression(n) for n in (*REQUIRED_STRINGS, *OPTIONAL_STRINGS))}
     FROM fields
 ), typed AS (
     SELECT *,
-        CASE WHEN left(j_timestamp, 1) = '"'
+        -- The common form 'YYYY-MM-DD HH:MM:SS' by a cast, kept only when the value is exactly how
+        -- that timestamp prints (so it accepts nothing the regular expression would not).
+        CASE WHEN left(j_timestamp, 1) = '"' AND strlen(s_timestamp) = 19
+             THEN try_cast(s_timestamp AS TIMESTAMP) END AS ts_cast,
+        CASE WHEN left(j_timestamp, 1) = '"' AND (ts_cast IS NULL OR ts_cast::VARCHAR <> s_timestamp)
              THEN regexp_extract(s_timestamp, '{_TIMESTAMP_RE}', ['day', 'time', 'fraction', 'offset']) END AS ts_parts,
         CASE WHEN {epoch_allowed} AND {is_int("timestamp")}
              THEN try(to_timestamp(try_cast(j_timestamp AS BIGINT))::TIMESTAMP) END AS ts_epoch,
@@ -185,6 +243,7 @@ WITH rows AS (
 ), timestamps AS (
     SELECT *,
         CASE WHEN ts_epoch IS NOT NULL THEN ts_epoch
+             WHEN ts_parts IS NULL AND ts_cast IS NOT NULL THEN ts_cast
              WHEN ts_parts.day <> '' THEN
                  try_strptime(ts_parts.day || ' ' || ts_parts.time, '%Y-%m-%d %H:%M:%S')
                  - coalesce(offset_minutes, 0) * INTERVAL 1 MINUTE
@@ -218,7 +277,12 @@ FROM timestamps
 """
 
 
-_SQL = {d: _validation_sql(d) for d in Dialect}
+_SQL = {d: _validation_sql(d, _fields_of_lines()) for d in Dialect}
+
+
+def file_validation_sql(path: str) -> str:
+    """The validation SQL over a whole NDJSON file (see ``_fields_of_file``)."""
+    return _validation_sql(Dialect.JSON, _fields_of_file(path))
 
 
 def validation_sql(dialect: Dialect) -> str:
