@@ -22,9 +22,10 @@ class EngageResource(ConfigurableResource):
     def settings(self) -> Settings:
         settings = Settings(home=Path(self.home)) if self.home else Settings()
         settings.ensure_dirs()
-        # dbt's profile reads the warehouse and marts paths from the environment.
+        # dbt's profile reads the warehouse and marts paths and the memory limit from the environment.
         os.environ["ENGAGE_WAREHOUSE_PATH"] = str(settings.warehouse_path)
         os.environ["ENGAGE_MARTS_PATH"] = str(settings.marts_path)
+        os.environ["ENGAGE_PIPELINE_MEMORY_LIMIT"] = settings.pipeline_memory_limit
         return settings
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -135,3 +138,22 @@ def test_refresh_job_materializes_end_to_end(published_home):
     finally:
         con.close()
     assert len(list(settings.snapshots_dir.glob("*.duckdb"))) == 2  # one per run, within snapshots_keep
+
+
+def test_dbt_gets_the_pipeline_memory_limit_from_the_settings(tmp_path, monkeypatch):
+    """One fact: the Dagster resource exports ENGAGE_PIPELINE_MEMORY_LIMIT for dbt's profile, whose
+    own default (for dbt run by hand) is the settings' default."""
+    from orchestration.resources import EngageResource
+
+    profile = (Path(__file__).resolve().parent.parent / "dbt_project" / "profiles.yml").read_text()
+    [profile_default] = re.findall(r"env_var\('ENGAGE_PIPELINE_MEMORY_LIMIT', '([^']+)'\)", profile)
+    assert profile_default == Settings.model_fields["pipeline_memory_limit"].default
+    for exported in ("ENGAGE_WAREHOUSE_PATH", "ENGAGE_MARTS_PATH"):  # restored after the test
+        monkeypatch.setenv(exported, "unset")
+    monkeypatch.setenv("ENGAGE_PIPELINE_MEMORY_LIMIT", "1500MB")
+    monkeypatch.setenv("ENGAGE_HOME", str(tmp_path / "home"))
+    EngageResource().settings()
+    assert os.environ["ENGAGE_PIPELINE_MEMORY_LIMIT"] == "1500MB"
+    monkeypatch.delenv("ENGAGE_PIPELINE_MEMORY_LIMIT")
+    EngageResource().settings()
+    assert os.environ["ENGAGE_PIPELINE_MEMORY_LIMIT"] == profile_default
