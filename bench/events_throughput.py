@@ -253,7 +253,7 @@ PROFILE_BUCKETS = [
         r"^(validate|_register_input|_numbered_apart|<genexpr>) \(.*engage/validate\.py")),
     ("batcher: queue, hand-over", re.compile(r"^(ValidationBatcher\.\w+|_validate_each) \(.*engage/events\.py")),
     ("split_lines() (decode + split)", re.compile(r"^split_lines \(")),
-    ("write_immutable() (write, fsync, rename)", re.compile(r"^write_immutable \(")),
+    ("write_atomically() (write, fsync, rename)", re.compile(r"^write_atomically \(")),
     ("accept_events(): to_pylist, filter, join, encode", re.compile(r"^(accept_events|_valid_lines|_rejected_records) \(")),
     ("read_body() (gzip inflate, body chunks)", re.compile(r"^read_body \(")),
     ("uvicorn/httptools: HTTP parsing, socket I/O", re.compile(r"\((?:.*/)?(uvicorn|httptools|uvloop|asyncio)/")),

@@ -14,7 +14,6 @@ per line, so one run for four 1,000-line requests costs about a third of four ru
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections import Counter, deque
@@ -22,12 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engage.files import write_atomically
 from engage.landing import REJECTED_DIR
 from engage.settings import Settings
 from engage.validate import LineBatch, refine_error, split_lines, validate_together, validation_connection
@@ -42,25 +42,6 @@ class AcceptedBatch:
 
 def rejected_dir(settings: Settings) -> Path:
     return settings.state_dir / REJECTED_DIR
-
-
-def write_immutable(path: Path, data: bytes | Iterable[bytes], durable: bool) -> None:
-    """Write under a temporary name, fsync (when durable), rename: readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        for chunk in [data] if isinstance(data, bytes) else data:
-            fh.write(chunk)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if durable:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # Rows turned into Python objects at a time: a 10 MiB body can hold millions of tiny lines.
@@ -234,8 +215,8 @@ def accept_events(settings: Settings, body: bytes, request_id: str, durable: boo
     landing_file = rejected_file = None
     if valid:
         landing_file = settings.landing / "events" / f"{stamp:%Y-%m-%d}" / f"{name}.ndjson"
-        write_immutable(landing_file, _valid_lines(rows), durable)
+        write_atomically(landing_file, _valid_lines(rows), durable)
     if bad:
         rejected_file = rejected_dir(settings) / f"{name}.ndjson"
-        write_immutable(rejected_file, _rejected_records(rows, f"request:{request_id}"), durable)
+        write_atomically(rejected_file, _rejected_records(rows, f"request:{request_id}"), durable)
     return AcceptedBatch(valid, bad, landing_file, rejected_file)

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from engage.files import write_atomically
 from engage.schema import MAX_LINE_BYTES
 from engage.settings import Settings
 from engage.validate import UTF8_BOM, Dialect, LineBatch, split_lines
@@ -116,10 +117,8 @@ class LandingIndex:
         self.entries[self.relative(path)] = [*file_key(path), sha256]
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.path)
+        # not fsynced: a lost index only means files are hashed again (the ledger decides what loads)
+        write_atomically(self.path, json.dumps(self.entries), durable=False)
 
 
 def pending_rejected(settings: Settings) -> list[Path]:

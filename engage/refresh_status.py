@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from engage.logs import log_event
 from engage.settings import Settings
-from engage.snapshots import write_atomically
+from engage.files import write_atomically
 
 logger = logging.getLogger("engage.refresh_status")
 STATUS_FILE = "last_refresh.json"

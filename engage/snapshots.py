@@ -24,6 +24,7 @@ import duckdb
 from engage import faults
 
 from engage.db import one
+from engage.files import fsync_path, write_atomically
 
 from engage.logs import log_event
 from engage.settings import Settings
@@ -55,25 +56,6 @@ logger = logging.getLogger("engage.snapshots")
 class SnapshotRef:
     snapshot_id: str
     path: Path
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temporary name, fsync, rename, fsync the folder: readers see the old or the new text."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
 
 
 class SnapshotProblem(Exception):
@@ -162,7 +144,7 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             "now()::TIMESTAMP AS published_at, ?::BIGINT AS raw_event_count",
             [snapshot_id, watermark, raw_events],
         )
-    _fsync_path(tmp)
+    fsync_path(tmp)
     faults.damage("publish_damaged_write", tmp)
     _validate_written(tmp, snapshot_id, rows)
     os.replace(tmp, final)
