@@ -41,6 +41,7 @@ PUBLISHED_MARTS = (
     "geographic_distribution_daily",
     "engagement_cube",
     "activity_cube",
+    "geo_cube",
     "geo_user_spans",
     "geo_day_sums",
     "event_user_spans",

@@ -10,6 +10,10 @@ whose filters fit those rows is answered as:
 * the partial first/last bucket (a window that starts or ends inside a bucket): the general path
   (serving/pipes.py over the hourly/daily marts), restricted to that part of the window.
 
+The ranking pipes over exactly one calendar day, ISO week or month without filters read the cube
+rows of that bucket (``engagement_cube`` for event_metrics, ``geo_cube`` for the places); over
+other windows of whole days, the user spans (``ranking`` below).
+
 Distinct counts are never added across buckets or parts: each output bucket is either one cube row
 (the distinct count of exactly that bucket) or computed whole by the general path. Anything else
 (several filters, several values of one filter, a snapshot published before the cubes existed)
@@ -201,6 +205,53 @@ def _covers_most(cur, sums: str, a: datetime, b: datetime) -> bool:
     return overlap >= SPAN_MIN_COVER * ((hi - lo).days + 1)
 
 
+def calendar_bucket(h_start: datetime, h_end: datetime) -> str | None:
+    """'day', 'week' (ISO, from Monday) or 'month' when the hours h_start..h_end are exactly one such
+    UTC bucket, else None."""
+    for grain in ("day", "week", "month"):
+        if (h_start == _truncate(grain, h_start)) and bucket_end(grain, h_start) == h_end:
+            return grain
+    return None
+
+
+def _truncate(grain: str, t: datetime) -> datetime:
+    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if grain == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1) if grain == "month" else day
+
+
+# pipe -> (cube, the condition selecting the pipe's rows in it, the cube's column for a key when
+# its name differs)
+_BUCKET_RANKING = {
+    "event_metrics": ("engagement_cube", "filter_dim = 'event_type'", {"event_type": "filter_value"}),
+    "geographic_distribution": ("geo_cube", "group_by = ?", {}),
+}
+
+
+def _one_bucket_ranking(cur, pipe, q: PipeQuery, grain: str, keys: tuple[str, ...], key_filter: str | None,
+                        key_values: list[str] | None) -> Result | None:
+    """A ranking over exactly one calendar bucket without filters (a country list aside, for the
+    places): the cube's rows of that bucket, each already the exact distinct users of its key in
+    the whole window, sorted and cut. None (take another path) for a snapshot without the cube."""
+    cube, selector, renamed = _BUCKET_RANKING[pipe.name]
+    key_list = ", ".join(f"{renamed.get(k, k)} AS {k}" for k in keys)
+    where = f"grain = ? AND period_start = ? AND {selector}"
+    params: list[Any] = [grain, q.h_start] + ([q.group_by] if "?" in selector else [])
+    if key_values:
+        where += f" AND list_contains(?::VARCHAR[], {key_filter})"
+        params.append(list(key_values))
+    got = _cube_rows(cur, f"SELECT {key_list}, event_count, unique_users, duration_sum, count(*) OVER () AS groups "
+                          f"FROM {cube} WHERE {where} ORDER BY event_count DESC, {', '.join(keys)} LIMIT ?",
+                     [*params, q.limit])
+    if got is None:
+        return None
+    k = len(keys)
+    rows = [(*r[:k], int(r[k]), int(r[k + 1]), _avg(r[k + 2], r[k])) for r in got]
+    total = int(got[0][k + 3]) if got else 0
+    return Result(pipe.columns_for(q), rows, total, total, total * _CUBE_ROW_BYTES)
+
+
 def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
     """The ranking pipes over a window of WHOLE days with no filter or one single-valued filter.
 
@@ -218,12 +269,17 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
         if f is None or q.h_start.hour != 0 or q.h_end.hour != 23:
             return general(cur, q, pipe)
         a, b = q.h_start, q.h_end.replace(hour=0)
+        keys = level_keys(q)
+        grain = calendar_bucket(q.h_start, q.h_end)
+        if grain and f == ("", ""):
+            got = _one_bucket_ranking(cur, pipe, q, grain, keys, key_filter, key_values)
+            if got is not None:
+                return got
         try:
             if not _covers_most(cur, sums, a, b):
                 return general(cur, q, pipe)
         except duckdb.CatalogException:  # a snapshot published before the spans existed
             return general(cur, q, pipe)
-        keys = level_keys(q)
         klist = ", ".join(keys)
         fine = ", ".join(fine_keys)
         key_where, key_params = "", []

@@ -160,6 +160,10 @@ def test_ranking_fast_path_equals_the_reference(many_users):
         (D(2024, 11, 6), D(2025, 2, 24, 23, 59, 59)),  # most of the data: spans, many of them undecided
         (D(2024, 10, 1), D(2025, 2, 27, 23, 59, 59)),
         (D(2024, 12, 1, 1), D(2025, 1, 31, 23, 59, 59)),  # not whole days: the general path
+        (D(2024, 12, 1), D(2024, 12, 31, 23, 59, 59)),  # one month: the cubes' bucket (and below)
+        (D(2024, 12, 30), D(2025, 1, 5, 23, 59, 59)),  # an ISO week across a year's end
+        (D(2025, 3, 1), D(2025, 3, 31, 23)),  # a month with a day of late events only
+        (D(2024, 8, 5), D(2024, 8, 11, 23, 59, 59)),  # a week before the data
     ]
     geo_filters = [{}, {"event_type": ["page_view"]}, {"platform": ["ios"]}, {"device": ["tablet"]},
                    {"country": ["US"]}, {"country": ["DE", "FR", ""]}, {"country": ["JP"], "platform": ["web"]},
@@ -214,3 +218,35 @@ def test_fast_paths_do_not_fall_back(many_users):
             assert_rows_equal(got, expected_rows(reference_answer(oracle, q)), q)
     finally:
         con.close()
+
+
+def test_rankings_over_one_calendar_bucket_read_the_cube(many_users):
+    """A ranking over exactly one day, ISO week or month without filters (a country list aside) is
+    the cube's rows of that bucket: as many rows read as there are groups, the reference's answer."""
+    client, oracle, _ = many_users
+    buckets_ = [(D(2025, 1, 14), D(2025, 1, 14, 23, 59, 59)), (D(2025, 1, 13), D(2025, 1, 19, 23, 59, 59)),
+                (D(2025, 1, 1), D(2025, 1, 31, 23, 59, 59))]
+    queries = [PipeQuery("event_metrics", a, b, limit=limit) for a, b in buckets_ for limit in (2, 100)]
+    queries += [PipeQuery("geographic_distribution", a, b, group_by=g, filters=f, limit=limit)
+                for a, b in buckets_ for g in ("country", "region", "city")
+                for f in ({}, {"country": ["US", "DE"]}) for limit in (3, 10000)]
+    for q in queries:
+        r = client.get(f"/v0/pipes/{q.pipe}.json?{query_string(q)}", headers={"Cache-Control": "no-cache"})
+        body = r.json()
+        assert_rows_equal(body["data"], expected_rows(reference_answer(oracle, q)), q)
+        groups = reference_rows_before_limit(oracle, q)
+        assert body["rows_before_limit_at_least"] == groups > 1, q
+        assert body["statistics"]["rows_read"] == groups, q  # one cube row per group: nothing else read
+
+
+def test_calendar_bucket():
+    from serving.fastpath import calendar_bucket
+
+    assert calendar_bucket(D(2025, 1, 14), D(2025, 1, 14, 23)) == "day"
+    assert calendar_bucket(D(2025, 1, 13), D(2025, 1, 19, 23)) == "week"  # Monday .. Sunday
+    assert calendar_bucket(D(2024, 2, 1), D(2024, 2, 29, 23)) == "month"
+    assert calendar_bucket(D(2024, 12, 1), D(2024, 12, 31, 23)) == "month"
+    for a, b in [(D(2025, 1, 14), D(2025, 1, 15, 23)), (D(2025, 1, 14), D(2025, 1, 20, 23)),
+                 (D(2024, 2, 1), D(2024, 2, 28, 23)), (D(2025, 1, 14, 1), D(2025, 1, 14, 23)),
+                 (D(2025, 1, 14), D(2025, 1, 14, 22))]:
+        assert calendar_bucket(a, b) is None, (a, b)

@@ -24,6 +24,7 @@ MART_DIMENSIONS = {
     "geographic_distribution": ["user_id", "event_type", "platform", "device", "country", "region", "city"],
     "engagement": ["grain", "filter_dim", "filter_value"],  # engagement_cube
     "activity": ["grain", "platform", "filter_dim", "filter_value"],  # activity_cube
+    "geo": ["grain", "group_by", "country", "region", "city"],  # geo_cube
     "geo_user": ["filter_dim", "filter_value", "country", "region", "city", "user_id"],  # geo_user_spans
     "event_user": ["filter_dim", "filter_value", "event_type", "user_id"],  # event_user_spans
     "geo_day": ["filter_dim", "filter_value", "country", "region", "city"],  # geo_day_sums
@@ -36,6 +37,7 @@ MART_MEASURES = {
     "geographic_distribution": ["event_count", "duration_sum"],
     "engagement": ["event_count", "duration_sum", "unique_users"],
     "activity": ["active_users"],
+    "geo": ["event_count", "unique_users", "duration_sum"],
     "geo_user": ["first_day", "last_day"],
     "event_user": ["first_day", "last_day"],
     "geo_day": ["event_count", "duration_sum"],

@@ -9,9 +9,10 @@
 
 {# CTEs src_<grain> (the source rows with their bucket, on an incremental run only those of the
    buckets that received new batches) and, on an incremental run, cube_buckets (grain, period_start)
-   of those buckets. Each is followed by a comma. #}
-{% macro cube_sources(hourly, daily) %}
-{%- for grain in ['hour', 'day', 'week', 'month'] %}
+   of those buckets. Each is followed by a comma. `grains`: the buckets wanted (without 'hour',
+   `hourly` is not read). #}
+{% macro cube_sources(hourly, daily, grains=['hour', 'day', 'week', 'month']) %}
+{%- for grain in grains %}
 {%- set src = hourly if grain == 'hour' else daily %}
 src_{{ grain }} as (
     select {{ dbt.date_trunc(grain, 'period_start') }} as bucket, *
@@ -27,7 +28,7 @@ src_{{ grain }} as (
 {%- endfor %}
 {% if is_incremental() %}
 cube_buckets as (
-{%- for grain in ['hour', 'day', 'week', 'month'] %}
+{%- for grain in grains %}
     select distinct '{{ grain }}' as grain, bucket as period_start from src_{{ grain }}
     {{ "union all" if not loop.last }}
 {%- endfor %}
