@@ -303,3 +303,21 @@ def test_scan_file_hash_and_screen_across_windows(tmp_path, monkeypatch):
         assert scan.whole_ndjson_lines == _screen_oracle(data), data[:80]
         outcomes.add(scan.whole_ndjson_lines is None)
     assert outcomes == {True, False}
+
+
+def test_invalid_utf8_in_an_otherwise_clean_file_falls_back_to_the_line_paths(engage_home, caplog):
+    """The screen looks at bytes only; DuckDB's reader refuses the invalid UTF-8, the transaction
+    rolls back, and the line paths quarantine that one line with the reason."""
+    bad = GOOD.encode().replace(b'"u1"', b'"u\xff1"')
+    content = b"\n".join([GOOD.encode(), bad, GOOD.encode()]) + b"\n"
+    assert landing.scan_file(_write(engage_home.landing / "utf8.ndjson", content), screen=True).whole_ndjson_lines == 3
+    result = load_one(engage_home, caplog)
+    assert result.whole_file_lines == 0 and result.fast_lines + result.exact_lines == 3
+    assert warehouse_outcome(engage_home) == exact_outcome(content)
+    assert warehouse_outcome(engage_home)[1][0][0] == 2  # line 2, quarantined
+    assert any("whole_file_path_declined" in r.getMessage() for r in caplog.records)
+
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return path
