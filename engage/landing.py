@@ -17,6 +17,7 @@ import mmap
 import os
 import queue
 import threading
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,29 +136,56 @@ class FileScan:
 
 def scan_file(path: Path, screen: bool = False) -> FileScan:
     """The file's SHA-256 and, when `screen`, whether every line is one JSON object on its own
-    (``LineScreen``), in one pass over a memory map: no copy of the file into Python, the hash in a
-    second thread while this one screens (both without the GIL), and each window of the map let go
-    once done with, so the pages of a large file do not pile up in this process's memory."""
+    (``LineScreen``; of the decompressed text for a .gz), in one pass over a memory map: no copy of
+    the file into Python, the hash in a second thread while this one screens (both without the
+    GIL), and each window of the map let go once done with, so the pages of a large file do not
+    pile up in this process's memory."""
     digest = hashlib.sha256()
     size = path.stat().st_size
     if size == 0:
         return FileScan(digest.hexdigest())
     line_screen = LineScreen() if screen else None
+    gz = path.name.endswith(".gz")
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gz else None
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         data = np.frombuffer(mapped, np.uint8)
         view = memoryview(mapped)
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
                 for window in range(0, size, CHUNK_BYTES):
-                    hashed = hasher.submit(digest.update, view[window:window + CHUNK_BYTES])
-                    if line_screen is not None and not line_screen.feed(data, window, min(window + CHUNK_BYTES, size)):
-                        line_screen = None
+                    end = min(window + CHUNK_BYTES, size)
+                    hashed = hasher.submit(digest.update, view[window:end])
+                    if line_screen is not None:
+                        ok = (_screen_gzip(line_screen, inflate, view[window:end], last=end == size) if gz
+                              else line_screen.feed(data, window, end, last=end == size))
+                        if not ok:
+                            line_screen = None
                     hashed.result()
-                    mapped.madvise(mmap.MADV_DONTNEED, window, min(CHUNK_BYTES, size - window))
+                    mapped.madvise(mmap.MADV_DONTNEED, window, end - window)
         finally:
             view.release()
             del data
     return FileScan(digest.hexdigest(), line_screen.lines or None if line_screen is not None else None)
+
+
+def _screen_gzip(line_screen: LineScreen, inflate, compressed: memoryview, last: bool) -> bool:
+    """Inflate the next window of a gzip file, at most CHUNK_BYTES at a time, into the screen. Only
+    a single complete gzip member passes (DuckDB's reader then reads the same text); anything else
+    (a truncated or damaged file, several members) is left to the line paths."""
+    try:
+        pending = compressed
+        while True:
+            text = inflate.decompress(pending, CHUNK_BYTES)
+            pending = inflate.unconsumed_tail
+            if not line_screen.feed_stream(text, last=False):
+                return False
+            if not pending:
+                break
+        if not last:
+            return True
+        return line_screen.feed_stream(inflate.flush(), last=True) and inflate.eof and not inflate.unused_data
+    except zlib.error:
+        return False
 
 
 def sha256_of(path: Path) -> str:
@@ -256,15 +284,18 @@ class LineScreen:
     def __init__(self):
         self.lines = 0
         self.start = -1  # where the line being screened starts (-1: not known before the first window)
-        self.is_newline = np.empty(CHUNK_BYTES, bool)  # once: allocating per window costs more than the scan
+        # once: allocating per window costs more than the scan
+        self.is_newline = np.empty(CHUNK_BYTES + MAX_LINE_BYTES + 1, bool)
+        self.carry = b""  # feed_stream: the start of a line that goes on in the next chunk
 
-    def feed(self, data: np.ndarray, window: int, end: int) -> bool:
-        """Screen data[window:end], the next window; False as soon as a line fails."""
+    def feed(self, data: np.ndarray, window: int, end: int, last: bool) -> bool:
+        """Screen data[window:end], the next window (`last`: the end of the input); False as soon as
+        a line fails."""
         if self.start < 0:
             self.start = len(UTF8_BOM) if data[:len(UTF8_BOM)].tobytes() == UTF8_BOM else 0
         part = data[window:end]
         ends = np.flatnonzero(np.equal(part, 10, out=self.is_newline[:len(part)])) + window
-        if end == len(data) and (len(ends) == 0 or ends[-1] != end - 1) and end > self.start:
+        if last and (len(ends) == 0 or ends[-1] != end - 1) and end > self.start:
             ends = np.append(ends, end)  # a final line without a newline
         if len(ends) == 0:
             return end - self.start <= MAX_LINE_BYTES
@@ -275,6 +306,16 @@ class LineScreen:
             return False
         self.lines += len(ends)
         self.start = int(ends[-1]) + 1
+        return True
+
+    def feed_stream(self, chunk: bytes, last: bool) -> bool:
+        """The next chunk of a stream (decompressed gzip), whose lines may go on in the next chunk."""
+        data = np.frombuffer(self.carry + chunk, np.uint8)
+        if self.start >= 0:
+            self.start = 0  # the carried line starts this buffer
+        if not self.feed(data, 0, len(data), last):
+            return False
+        self.carry = data[self.start:].tobytes() if not last else b""
         return True
 
 

@@ -8,7 +8,7 @@ Rows stream into the transaction group by group, so memory stays bounded however
 (DuckDB writes a transaction's large appends to the database file as they come). Two paths, one
 validator (docs/PIPELINE.md, "Loading"):
 
-* whole file: an uncompressed NDJSON file whose every line is one object (``landing.screen_lines``,
+* whole file: an NDJSON file (plain or gzip) whose every line is one object (``landing.LineScreen``,
   checked while the file is hashed) is read by DuckDB's own NDJSON reader, in parallel, and
   validated by the same checks inside one ``INSERT``. Kept only when every line became a valid row
   (then there is nothing to quarantine, and no line numbers are needed); otherwise the transaction
@@ -338,9 +338,9 @@ def _load_whole_file(con: duckdb.DuckDBPyConnection, path: Path, result: FileRes
 
 
 def whole_file_candidate(path: Path) -> bool:
-    """Uncompressed NDJSON: the files the whole-file path may take (once screened)."""
+    """NDJSON, plain or gzip: the files the whole-file path may take (once screened)."""
     fmt = file_format(path)
-    return fmt is not None and TEXT_SUFFIXES.get(fmt[0]) is Dialect.JSON and not fmt[1]
+    return fmt is not None and TEXT_SUFFIXES.get(fmt[0]) is Dialect.JSON
 
 
 def load_file(con: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, source: str, staging_dir: Path) -> FileResult:

@@ -126,7 +126,7 @@ def _fields_of_file(path: str) -> str:
     """CTEs ending in ``fields`` over a whole NDJSON file read by DuckDB's own reader, in parallel,
     each line parsed once straight into columns: far cheaper than the JSON functions over lines.
 
-    For a file that ``landing.screen_ndjson`` passed (every line one object, none too long). It has
+    For a file that ``landing.LineScreen`` passed (every line one object, none too long). It has
     no line numbers or raw text, so the loader keeps its result only when every line became a valid
     row, and otherwise loads the file line by line (loader.py). That condition makes it exact:
 

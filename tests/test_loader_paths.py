@@ -281,9 +281,11 @@ def _screen_oracle(data: bytes) -> int | None:
     return len(lines) or None
 
 
-def test_scan_file_hash_and_screen_across_windows(tmp_path, monkeypatch):
-    """Small windows (one page) so that lines straddle them; the screen equals the line-by-line
-    oracle and the hash is the file's SHA-256, on random mixes of good and bad lines."""
+@pytest.mark.parametrize("gz", [False, True])
+def test_scan_file_hash_and_screen_across_windows(tmp_path, monkeypatch, gz):
+    """Small windows (one page) so that lines straddle them (for gzip: inflated a page at a time);
+    the screen equals the line-by-line oracle and the hash is the file's SHA-256, on random mixes
+    of good and bad lines."""
     import hashlib
 
     monkeypatch.setattr(landing, "CHUNK_BYTES", 4096)
@@ -296,10 +298,11 @@ def test_scan_file_hash_and_screen_across_windows(tmp_path, monkeypatch):
         good = trial % 2 == 0
         chosen = [rng.choice(pieces[:2] if good else pieces) for _ in range(rng.randrange(0, 12))]
         data = (b"\xef\xbb\xbf" if rng.random() < 0.3 else b"") + b"\n".join(chosen) + (b"\n" if rng.random() < 0.5 else b"")
-        path = tmp_path / f"t{trial}.ndjson"
-        path.write_bytes(data)
+        path = tmp_path / f"t{trial}.ndjson{'.gz' if gz else ''}"
+        stored = gzip.compress(data, compresslevel=rng.choice([0, 1, 9])) if gz else data
+        path.write_bytes(stored)
         scan = landing.scan_file(path, screen=True)
-        assert scan.sha256 == hashlib.sha256(data).hexdigest()
+        assert scan.sha256 == hashlib.sha256(stored).hexdigest()
         assert scan.whole_ndjson_lines == _screen_oracle(data), data[:80]
         outcomes.add(scan.whole_ndjson_lines is None)
     assert outcomes == {True, False}
@@ -321,3 +324,17 @@ def test_invalid_utf8_in_an_otherwise_clean_file_falls_back_to_the_line_paths(en
 def _write(path, content: bytes):
     path.write_bytes(content)
     return path
+
+
+def test_a_clean_gzip_file_is_loaded_whole_and_a_damaged_or_multi_member_one_is_not(engage_home, caplog):
+    events = edge_case_events(seed=15, n_events=2000)
+    content = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    (engage_home.landing / "clean.ndjson.gz").write_bytes(gzip.compress(content))
+    result = load_one(engage_home, caplog)
+    assert (result.whole_file_lines, result.fast_lines, result.exact_lines) == (len(events), 0, 0)
+    assert warehouse_outcome(engage_home) == exact_outcome(content)
+    half = len(content) // 2
+    two_members = gzip.compress(content[:half]) + gzip.compress(content[half:])
+    for name, stored in [("two.ndjson.gz", two_members), ("cut.ndjson.gz", gzip.compress(content[:half])[:-20]),
+                         ("junk.ndjson.gz", gzip.compress(content) + b"junk")]:
+        assert landing.scan_file(_write(engage_home.landing / name, stored), screen=True).whole_ndjson_lines is None, name
