@@ -328,10 +328,11 @@ class _NotWhole(Exception):
 
 def _load_whole_file(con: duckdb.DuckDBPyConnection, path: Path, result: FileResult, lines: int) -> None:
     # error(): the statement stops at the first row that is not valid (its file then takes the fast
-    # path, which quarantines it with its line number), instead of reading the rest of the file first.
+    # path, which quarantines it with its line number and message), instead of reading the rest of
+    # the file first. Only the field is named: this path reads some values as markers, not as text.
     loaded = one(con, f"INSERT INTO {RAW_TABLE} SELECT {_COLUMNS_SQL}, {result.batch_id} "
-                      f"FROM ({file_validation_sql(str(path))}) "
-                      "WHERE CASE WHEN error IS NULL THEN TRUE ELSE error('a line is not a valid row: ' || error) END")[0]
+                      f"FROM ({file_validation_sql(str(path))}) WHERE CASE WHEN error IS NULL THEN TRUE "
+                      "ELSE error('a line is not a valid row (' || split_part(error, ':', 1) || ')') END")[0]
     if loaded != lines:
         raise _NotWhole(f"{loaded:,} of {lines:,} lines are valid rows")
     result.rows_loaded = result.whole_file_lines = loaded
