@@ -14,9 +14,9 @@ import os
 import socket
 from datetime import datetime, timezone
 
+from engage.files import write_atomically
 from engage.logs import log_event
 from engage.settings import Settings
-from engage.files import write_atomically
 
 logger = logging.getLogger("engage.refresh_status")
 STATUS_FILE = "last_refresh.json"
@@ -42,8 +42,7 @@ def record(settings: Settings, run_id: str, status: str, *, step: str | None = N
     path = _path(settings)
     try:
         write_atomically(path, json.dumps(body))
-    except OSError as exc:
-        path.with_name(f".{path.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
+    except OSError as exc:  # (write_atomically leaves no temporary file behind)
         log_event(logger, "refresh_status_not_recorded", logging.WARNING, status=status, error=str(exc))
 
 

@@ -143,6 +143,10 @@ def _fields_of_file(path: str) -> str:
     texts = [n for n in COLUMN_NAMES if n != "timestamp"]
 
     def json_kind(n: str) -> str:
+        if n == "duration":
+            # no value is ambiguous for the duration: what it accepts as text (digits) a JSON string
+            # or integer gives with the same value, and any other JSON value fails its check
+            return f"CASE WHEN {n} IS NOT NULL THEN '\"' END AS j_{n}"
         # Comparisons first (DuckDB compares a string's inlined prefix: nearly free): only a value
         # starting with { [ - a digit, or one of the words, can be ambiguous and is looked at closer.
         words = "('true', 'false', 'NaN', 'Infinity')"
@@ -150,10 +154,6 @@ def _fields_of_file(path: str) -> str:
                      f"(regexp_full_match({n}, '-?([0-9][0-9.eE+-]*|Infinity)') AND NOT regexp_full_match({n}, '-?[0-9]+'))")
         maybe = (f"({n} >= '0' AND {n} < ':') OR ({n} >= '-' AND {n} < '.') OR {n} >= '{{' "
                  f"OR ({n} >= '[' AND {n} < '\\') OR {n} IN {words}")
-        if n == "duration":
-            # no value is ambiguous for the duration: what it accepts as text (digits) a JSON string
-            # or integer gives with the same value, and any other JSON value fails its check
-            return f"CASE WHEN {n} IS NOT NULL THEN '\"' END AS j_{n}"
         return (f"CASE WHEN {n} IS NULL THEN NULL WHEN ({maybe}) AND ({ambiguous}) THEN '?' "
                 f"ELSE '\"' END AS j_{n}")
 
@@ -173,8 +173,8 @@ def _fields_of_file(path: str) -> str:
 
 
 def _validation_sql(dialect: Dialect, fields_sql: str) -> str:
-    """SQL over the CTE ``fields`` (one of the two below) producing typed columns and the first
-    error of each row."""
+    """SQL over the CTE ``fields`` (``_fields_of_lines`` or ``_fields_of_file`` above) producing typed
+    columns and the first error of each row."""
     def is_missing(n: str) -> str:
         return f"(j_{n} IS NULL OR j_{n} = 'null')"
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import duckdb
 
 from serving.formats import Result
-from serving.params import PipeQuery, buckets
+from serving.params import PipeQuery, buckets, truncate
 
 HOUR = timedelta(hours=1)
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
@@ -209,23 +209,16 @@ def calendar_bucket(h_start: datetime, h_end: datetime) -> str | None:
     """'day', 'week' (ISO, from Monday) or 'month' when the hours h_start..h_end are exactly one such
     UTC bucket, else None."""
     for grain in ("day", "week", "month"):
-        if (h_start == _truncate(grain, h_start)) and bucket_end(grain, h_start) == h_end:
+        if h_start == truncate(grain, h_start) and bucket_end(grain, h_start) == h_end:
             return grain
     return None
 
 
-def _truncate(grain: str, t: datetime) -> datetime:
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    if grain == "week":
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1) if grain == "month" else day
-
-
-# pipe -> (cube, the condition selecting the pipe's rows in it, the cube's column for a key when
-# its name differs)
-_BUCKET_RANKING = {
-    "event_metrics": ("engagement_cube", "filter_dim = 'event_type'", {"event_type": "filter_value"}),
-    "geographic_distribution": ("geo_cube", "group_by = ?", {}),
+# pipe -> (cube, the condition selecting the pipe's rows in it, its parameters, the cube's column
+# for a key when its name differs)
+_BUCKET_RANKING: dict[str, tuple[str, str, Callable[[PipeQuery], list[Any]], dict[str, str]]] = {
+    "event_metrics": ("engagement_cube", "filter_dim = 'event_type'", lambda q: [], {"event_type": "filter_value"}),
+    "geographic_distribution": ("geo_cube", "group_by = ?", lambda q: [q.group_by], {}),
 }
 
 
@@ -234,10 +227,10 @@ def _one_bucket_ranking(cur, pipe, q: PipeQuery, grain: str, keys: tuple[str, ..
     """A ranking over exactly one calendar bucket without filters (a country list aside, for the
     places): the cube's rows of that bucket, each already the exact distinct users of its key in
     the whole window, sorted and cut. None (take another path) for a snapshot without the cube."""
-    cube, selector, renamed = _BUCKET_RANKING[pipe.name]
+    cube, selector, selector_params, renamed = _BUCKET_RANKING[pipe.name]
     key_list = ", ".join(f"{renamed.get(k, k)} AS {k}" for k in keys)
     where = f"grain = ? AND period_start = ? AND {selector}"
-    params: list[Any] = [grain, q.h_start] + ([q.group_by] if "?" in selector else [])
+    params: list[Any] = [grain, q.h_start, *selector_params(q)]
     if key_values:
         where += f" AND list_contains(?::VARCHAR[], {key_filter})"
         params.append(list(key_values))
