@@ -21,7 +21,7 @@ from orchestration.resources import EngageResource, build_dbt_project, newest_db
 
 dbt_project = build_dbt_project()
 # What dbt's profile reads from the environment (dbt_project/profiles.yml, set by EngageResource).
-PROFILE_ENV = ("ENGAGE_WAREHOUSE_PATH", "ENGAGE_MARTS_PATH")
+PROFILE_ENV = ("ENGAGE_WAREHOUSE_PATH", "ENGAGE_MARTS_PATH", "ENGAGE_PIPELINE_MEMORY_LIMIT")
 
 
 def dbt_target(settings: Settings) -> Path:
