@@ -5,7 +5,7 @@
 What it does, in order (every number of one run goes into docs/PERFORMANCE.md):
 
 1. Generates the dataset once with ``engage.generate.generate(events=N, days=365, seed=S)`` (and 1%
-   more events, one day later, for the incremental refresh), cached in ``bench/data/events-N-seedS``
+   more events, one day later, for the incremental refresh), cached in ``bench/data/events-N-seedS-gV``
    (git-ignored). The same for N/10 events (``--scale-events``), for the 1M -> 10M latency growth.
 2. For each dataset, a fresh temporary ENGAGE_HOME: ``engage ingest`` (a full build: load + dbt +
    publish; wall time and peak RSS of the process tree), then the extra 1% and ``engage ingest`` again
@@ -72,10 +72,10 @@ def log(*a) -> None:
 
 
 def dataset(n: int, seed: int) -> Path:
-    """bench/data/events-<n>-seed<seed>/{main,extra}: generated once, then reused."""
-    from engage.generate import generate
+    """bench/data/events-<n>-seed<seed>-g<generator version>/{main,extra}: generated once, then reused."""
+    from engage.generate import GENERATOR_VERSION, generate
 
-    root = DATA_DIR / f"events-{n}-seed{seed}"
+    root = DATA_DIR / f"events-{n}-seed{seed}-g{GENERATOR_VERSION}"
     if (root / "DONE").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 The data is shaped like real tracker traffic so that the pipeline, the marts and the
 benchmarks meet what production meets: Zipf-like user activity, sessions of very
-different lengths (many bounces), a daily cycle, users on several platforms, unicode
-places, all the accepted timestamp forms, optional invalid lines and late files.
+different lengths (many bounces), a daily cycle, users on several platforms and now and then
+away from home (another city of their country), unicode places, all the accepted timestamp
+forms, optional invalid lines and late files.
 
 Generation streams hour by hour (sessions that run past the hour are carried over), so
 memory stays bounded and a million events take a few seconds. Everything is drawn from
@@ -85,7 +86,11 @@ _HOUR_WEIGHT = [1 + 0.75 * math.cos(2 * math.pi * (h - 15) / 24) for h in range(
 _P_ISO_Z, _P_OFFSET, _P_EPOCH = 0.80, 0.88, 0.94
 _OFFSETS = (("+02:00", 7200), ("-03:30", -12600), ("+05:45", 20700), ("+09:00", 32400))
 
+# Bumped whenever the same seed would give different events (caches of generated data key on it).
+GENERATOR_VERSION = 2
+
 _BOUNCE = 0.35          # share of single-event sessions
+_TRAVEL = 0.03          # share of sessions from another place of the user's country (trips, GeoIP noise)
 _MAX_SESSION = 50       # events per session at most
 _FILE_EVENTS = 100_000  # default events per landing file
 
@@ -201,8 +206,10 @@ class _Generator:
             platform = ""
         if rng.random() < 0.005:
             device = ""
-        s = _Session(f"s_{rng.getrandbits(64):016x}", u, platform, device,
-                     u.country, u.region, u.city, start_ts, start_ts)
+        country, region, city = u.country, u.region, u.city
+        if country and rng.random() < _TRAVEL:  # away from home: another place of the same country
+            region, city = rng.choice(GEO[country][1])
+        s = _Session(f"s_{rng.getrandbits(64):016x}", u, platform, device, country, region, city, start_ts, start_ts)
         if rng.random() < _BOUNCE:
             n = 1
         else:  # geometric-ish tail: mean ~6, a few long ones
