@@ -6,7 +6,8 @@ bucket (hour, day, ISO week, month), the exact distinct users (and, for engageme
 duration sums) with no filter or one single-valued filter (activity: also per platform). A request
 whose filters fit those rows is answered as:
 
-* buckets that lie entirely inside the window: one cube row each (a primary-key lookup);
+* buckets that lie entirely inside the window: one cube row each (from the snapshot's in-memory copy
+  of the cube, serving/cubes.py: a binary search);
 * the partial first/last bucket (a window that starts or ends inside a bucket): the general path
   (serving/pipes.py over the hourly/daily marts), restricted to that part of the window.
 
@@ -28,8 +29,10 @@ from typing import Any, Callable
 
 import duckdb
 
+from serving.cubes import ACTIVITY, ENGAGEMENT, cube_index
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
+from serving.snapshots import snapshot_facts
 
 HOUR = timedelta(hours=1)
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
@@ -84,8 +87,8 @@ def _one_filter(filters: dict[str, list[str]], allowed: tuple[str, ...]) -> tupl
 def _cube_rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple] | None:
     try:
         return cur.execute(sql, params).fetchall()
-    except duckdb.CatalogException:  # a snapshot published before the cubes existed
-        return None
+    except (duckdb.CatalogException, duckdb.BinderException):  # a snapshot published before the
+        return None  # mart existed, or had these columns (the general path answers it)
 
 
 def engagement(general: Callable) -> Callable:
@@ -98,12 +101,10 @@ def engagement(general: Callable) -> Callable:
         whole, parts = split_window(q.time_bucket, q.h_start, q.h_end)
         if not whole:
             return general(cur, q, pipe)
-        got = _cube_rows(cur, "SELECT period_start, event_count, unique_users, duration_sum FROM engagement_cube "
-                              "WHERE grain = ? AND filter_dim = ? AND filter_value = ? "
-                              "AND period_start BETWEEN ? AND ?",
-                         [q.time_bucket, f[0], f[1], whole[0], whole[-1]])
-        if got is None:
+        cube = cube_index(cur, ENGAGEMENT)
+        if cube is None:
             return general(cur, q, pipe)
+        got = cube.rows((q.time_bucket, f[0], f[1]), whole[0], whole[-1])
         by_bucket: dict[datetime, tuple] = {r[0]: (r[0], int(r[1]), int(r[2]), r[3] / r[1] if r[1] else None)
                                             for r in got}
         n, nbytes = len(got), len(got) * _CUBE_ROW_BYTES
@@ -130,23 +131,16 @@ def active_users(general: Callable) -> Callable:
         whole, parts = split_window(q.time_bucket, q.h_start, q.h_end)
         if not whole:
             return general(cur, q, pipe)
-        where = ("grain = ? AND filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?")
-        params: list[Any] = [q.time_bucket, f[0], f[1], whole[0], whole[-1]]
-        if q.segment_by_platform:
-            where += " AND platform IS NOT NULL"
-            if platforms:
-                where += " AND list_contains(?::VARCHAR[], platform)"
-                params.append(list(platforms))
-            got = _cube_rows(cur, f"SELECT period_start, platform, active_users FROM activity_cube WHERE {where}", params)
-        else:
-            if platforms:
-                where += " AND platform = ?"
-                params.append(platforms[0])
-            else:
-                where += " AND platform IS NULL"
-            got = _cube_rows(cur, f"SELECT period_start, active_users FROM activity_cube WHERE {where}", params)
-        if got is None:
+        cube = cube_index(cur, ACTIVITY)
+        if cube is None:
             return general(cur, q, pipe)
+        selector = (q.time_bucket, f[0], f[1])
+        if q.segment_by_platform:  # the per-platform rows (platform NULL: all platforms together)
+            got = [(r[0], key[3], r[1]) for key in cube.selectors()
+                   if key[:3] == selector and key[3] is not None and (not platforms or key[3] in platforms)
+                   for r in cube.rows(key, whole[0], whole[-1])]
+        else:
+            got = cube.rows((*selector, platforms[0] if platforms else None), whole[0], whole[-1])
         n, nbytes = len(got), len(got) * _CUBE_ROW_BYTES
         bucket_list = buckets(q.time_bucket, q.h_start, q.h_end)
         if q.segment_by_platform:
@@ -180,13 +174,21 @@ __all__ = ["engagement", "active_users", "split_window", "bucket_end"]
 
 # ----------------------------------------------------------------------------- ranking pipes
 
-# pipe -> (spans mart, day-sums mart, per-user daily mart, key columns at the finest level,
-#          the filter that is a key column (applied to keys, any number of values), single-value filters)
+@dataclasses.dataclass(frozen=True)
+class _RankingMarts:
+    spans: str  # first/last active day per (filter, [group_by,] keys, user): one row per (key, user)
+    sums: str  # events and durations per day × (filter, keys)
+    daily: str  # the per-user daily mart, for the spans that strictly contain the window
+    key_filter: str | None  # the filter on a key column (applied to keys, any number of values)
+    single: tuple[str, ...]  # the filters the spans and sums are kept for (one value each)
+    levelled: bool  # the spans have a row per group_by level (macros/spans.sql, `levels`)
+
+
 _RANKING = {
-    "geographic_distribution": ("geo_user_spans", "geo_day_sums", "geographic_distribution_daily",
-                                ("country", "region", "city"), "country", ("event_type", "platform", "device")),
-    "event_metrics": ("event_user_spans", "event_day_sums", "user_engagement_daily",
-                      ("event_type",), None, ("platform", "device", "country")),
+    "geographic_distribution": _RankingMarts("geo_user_spans", "geo_day_sums", "geographic_distribution_daily",
+                                             "country", ("event_type", "platform", "device"), levelled=True),
+    "event_metrics": _RankingMarts("event_user_spans", "event_day_sums", "user_engagement_daily",
+                                   None, ("platform", "device", "country"), levelled=False),
 }
 
 
@@ -197,10 +199,24 @@ _RANKING = {
 SPAN_MIN_COVER = 0.75
 
 
-def _covers_most(cur, sums: str, a: datetime, b: datetime) -> bool:
+def _data_days(cur, sums: str) -> tuple[datetime, datetime] | None:
+    """(first, last) day with events in the snapshot (from the day sums, no filter), None when empty;
+    computed once per snapshot (serving/snapshots.py, snapshot_facts)."""
+    facts = snapshot_facts()
+    key = ("data_days", sums)
+    if facts is not None and key in facts:
+        return facts[key]
     lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {sums} WHERE filter_dim = ''").fetchone()
-    if lo is None:
+    days = None if lo is None else (lo, hi)
+    if facts is not None:
+        facts[key] = days
+    return days
+
+
+def _covers_most(days: tuple[datetime, datetime] | None, a: datetime, b: datetime) -> bool:
+    if days is None:
         return False
+    lo, hi = days
     overlap = (min(b, hi) - max(a, lo)).days + 1
     return overlap >= SPAN_MIN_COVER * ((hi - lo).days + 1)
 
@@ -248,83 +264,91 @@ def _one_bucket_ranking(cur, pipe, q: PipeQuery, grain: str, keys: tuple[str, ..
 def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
     """The ranking pipes over a window of WHOLE days with no filter or one single-valued filter.
 
-    Sums come from the day-sums mart. Distinct users per key: from the user spans, a (keys, user)
-    whose first or last active day lies in [A, B] is active in the window; one whose span does not
-    meet [A, B] is not; one whose span strictly contains [A, B] is checked against the daily
-    per-user mart inside the window. The two sets are disjoint and together are exactly the
-    (keys, user) pairs active in the window; users are counted distinct per output key."""
+    Sums come from the day-sums mart. Distinct users per key: from the user spans, one row per
+    (key, user) at the requested level, so users are counted with count(*). A span whose first or
+    last active day lies in [A, B] is active in the window; one that does not meet [A, B] is not;
+    one that strictly contains [A, B] (undecided) is checked against the daily per-user mart inside
+    the window, in a second statement that runs only when a returned key has such spans (never for
+    a window from the data's first day or to its last)."""
 
     def answer(cur, q: PipeQuery, pipe) -> Result:
-        spans, sums, daily, fine_keys, key_filter, single = _RANKING[pipe.name]
+        marts = _RANKING[pipe.name]
         filters = dict(pipe.filters_of(q))
-        key_values = filters.pop(key_filter, None) if key_filter else None
-        f = _one_filter(filters, single)
+        key_values = filters.pop(marts.key_filter, None) if marts.key_filter else None
+        f = _one_filter(filters, marts.single)
         if f is None or q.h_start.hour != 0 or q.h_end.hour != 23:
             return general(cur, q, pipe)
         a, b = q.h_start, q.h_end.replace(hour=0)
         keys = level_keys(q)
         grain = calendar_bucket(q.h_start, q.h_end)
         if grain and f == ("", ""):
-            got = _one_bucket_ranking(cur, pipe, q, grain, keys, key_filter, key_values)
+            got = _one_bucket_ranking(cur, pipe, q, grain, keys, marts.key_filter, key_values)
             if got is not None:
                 return got
         try:
-            if not _covers_most(cur, sums, a, b):
-                return general(cur, q, pipe)
+            days = _data_days(cur, marts.sums)
         except duckdb.CatalogException:  # a snapshot published before the spans existed
             return general(cur, q, pipe)
+        if not _covers_most(days, a, b):
+            return general(cur, q, pipe)
+        # A span strictly contains [A, B] only if there are active days before A and after B.
+        undecided_possible = days[0] < a and b < days[1]
         klist = ", ".join(keys)
-        fine = ", ".join(fine_keys)
         key_where, key_params = "", []
         if key_values:
-            key_where = f" AND list_contains(?::VARCHAR[], {key_filter})"
+            key_where = f" AND list_contains(?::VARCHAR[], {marts.key_filter})"
             key_params = [list(key_values)]
-        daily_filter = f" AND d.{f[0]} = ?" if f[0] else ""
-        daily_params = [f[1]] if f[0] else []
-        join_on = " AND ".join(f"d.{k} = s.{k}" for k in fine_keys)
-        # At the finest key level the (keys, user) rows are already unique: no distinct needed.
-        users = "count(*)" if tuple(keys) == tuple(fine_keys) else "count(DISTINCT user_key)"
+        span_where = "filter_dim = ? AND filter_value = ?" + (" AND group_by = ?" if marts.levelled else "")
+        span_params = [f[0], f[1], *([q.group_by] if marts.levelled else [])]
+        if undecided_possible:
+            counts = ("count(*) FILTER (WHERE first_day >= ? OR last_day <= ?) AS users, "
+                      "count(*) FILTER (WHERE first_day < ? AND last_day > ?) AS undecided")
+            count_params = [a, b, a, b]
+        else:  # every span that meets the window has its first or last day in it
+            counts, count_params = "count(*) AS users, 0 AS undecided", []
         sql = f"""
 WITH s AS (
     SELECT {klist}, sum(event_count) AS ec, sum(duration_sum) AS ds, count(*) AS n
-    FROM {sums} WHERE filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?{key_where}
+    FROM {marts.sums} WHERE filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?{key_where}
     GROUP BY {klist}
 ),
-sp AS (
-    SELECT {fine}, user_key, first_day, last_day FROM {spans}
-    WHERE filter_dim = ? AND filter_value = ? AND first_day <= ? AND last_day >= ?{key_where}
-),
-undecided AS (SELECT * FROM sp WHERE first_day < ? AND last_day > ?),
-inside AS (
-    SELECT DISTINCT {", ".join(f"s.{k}" for k in fine_keys)}, s.user_key
-    FROM undecided AS s
-    JOIN {daily} AS d ON d.user_key = s.user_key AND {join_on}
-    WHERE d.period_start BETWEEN ? AND ?{daily_filter}
-      AND d.user_key IN (SELECT user_key FROM undecided)
-),
 u AS (
-    SELECT {klist}, {users} AS users, count(*) AS n FROM (
-        SELECT {fine}, user_key FROM sp WHERE first_day >= ? OR last_day <= ?
-        UNION ALL
-        SELECT {fine}, user_key FROM inside
-    ) GROUP BY {klist}
+    SELECT {klist}, {counts}, count(*) AS n
+    FROM {marts.spans} WHERE {span_where} AND first_day <= ? AND last_day >= ?{key_where}
+    GROUP BY {klist}
 )
-SELECT {", ".join(f"s.{k}" for k in keys)}, s.ec, coalesce(u.users, 0), s.ds,
+SELECT {", ".join(f"s.{k}" for k in keys)}, s.ec, coalesce(u.users, 0), s.ds, coalesce(u.undecided, 0),
        count(*) OVER () AS groups, sum(s.n + coalesce(u.n, 0)) OVER () AS source_rows
 FROM s LEFT JOIN u ON {" AND ".join(f"u.{k} = s.{k}" for k in keys)}
 ORDER BY s.ec DESC, {", ".join(f"s.{k}" for k in keys)}
 LIMIT ?"""
-        params = [f[0], f[1], a, b, *key_params,
-                  f[0], f[1], b, a, *key_params,
-                  a, b, a, b, *daily_params,
-                  a, b, q.limit]
-        got = _cube_rows(cur, sql, params)
+        got = _cube_rows(cur, sql, [f[0], f[1], a, b, *key_params,
+                                    *count_params, *span_params, b, a, *key_params, q.limit])
         if got is None:
             return general(cur, q, pipe)
         k = len(keys)
-        rows = [(*r[:k], int(r[k]), int(r[k + 1]), _avg(r[k + 2], r[k])) for r in got]
-        total = int(got[0][k + 3]) if got else 0
-        n = int(got[0][k + 4]) if got else 0
+        users = {r[:k]: int(r[k + 1]) for r in got}
+        if any(r[k + 3] for r in got):  # the undecided spans active inside the window
+            join_on = " AND ".join(f"d.{c} = s.{c}" for c in keys)
+            daily_filter = f" AND d.{f[0]} = ?" if f[0] else ""
+            inside = cur.execute(f"""
+WITH undecided AS (
+    SELECT {klist}, user_key FROM {marts.spans}
+    WHERE {span_where} AND first_day < ? AND last_day > ?{key_where}
+)
+SELECT {klist}, count(*) FROM (
+    SELECT DISTINCT {", ".join(f"s.{c}" for c in keys)}, s.user_key
+    FROM undecided AS s
+    JOIN {marts.daily} AS d ON d.user_key = s.user_key AND {join_on}
+    WHERE d.period_start BETWEEN ? AND ?{daily_filter}
+      AND d.user_key IN (SELECT user_key FROM undecided)
+) GROUP BY {klist}""", [*span_params, a, b, *key_params, a, b, *([f[1]] if f[0] else [])]).fetchall()
+            for r in inside:
+                if r[:k] in users:
+                    users[r[:k]] += int(r[k])
+        rows = [(*r[:k], int(r[k]), users[r[:k]], _avg(r[k + 2], r[k])) for r in got]
+        total = int(got[0][k + 4]) if got else 0
+        n = int(got[0][k + 5]) if got else 0
         return Result(pipe.columns_for(q), rows, total, n, n * _CUBE_ROW_BYTES)
 
     return answer

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ class _Entry:
     file_sig: tuple | None = None  # the file as opened; a published snapshot never changes
     users: int = 0
     retired: bool = False
+    facts: dict = field(default_factory=dict)  # see snapshot_facts()
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,17 @@ class Snapshot:
     @property
     def watermark_text(self) -> str:
         return format_watermark(self.watermark)
+
+
+# The facts of the snapshot the current request reads (set by SnapshotManager.acquire).
+_FACTS: ContextVar[dict | None] = ContextVar("engage_snapshot_facts", default=None)
+
+
+def snapshot_facts() -> dict | None:
+    """A dict shared by every request on the snapshot this request reads (None outside a request):
+    for values a query derives from the snapshot alone (a published snapshot never changes, so they
+    are computed once), such as the days its data spans. Values must be immutable."""
+    return _FACTS.get()
 
 
 def format_watermark(w: datetime | None) -> str:
@@ -180,9 +193,11 @@ class SnapshotManager:
                 raise SnapshotUnavailable(self._reason)
             cursor = entry.con.cursor()
             entry.users += 1
+        facts = _FACTS.set(entry.facts)
         try:
             yield Snapshot(entry.snapshot_id, entry.watermark, entry.published_at, cursor)
         finally:
+            _FACTS.reset(facts)
             try:
                 cursor.close()
             finally:

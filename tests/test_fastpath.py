@@ -150,6 +150,12 @@ def test_ranking_fast_path_equals_the_reference(many_users):
     """Whole-day windows (user spans + day sums): full data, a week, a day, windows that many users'
     activity spans strictly contain (the checked-against-the-daily-mart case), and filters."""
     client, oracle, _ = many_users
+    # users seen in several cities of a region / regions of a country: each level's spans must count
+    # them once (macros/spans.sql, `levels`)
+    for level in ("country, region", "country"):
+        travellers = oracle.execute(f"SELECT count(*) FROM (SELECT user_id FROM user_events WHERE country <> '' "
+                                    f"GROUP BY user_id, {level} HAVING count(DISTINCT (region, city)) > 1)").fetchone()[0]
+        assert travellers > 20, level
     lo = END - dt.timedelta(days=120)
     windows = [
         (lo, END + dt.timedelta(days=1) - dt.timedelta(seconds=1)),
@@ -218,6 +224,28 @@ def test_fast_paths_do_not_fall_back(many_users):
             assert_rows_equal(got, expected_rows(reference_answer(oracle, q)), q)
     finally:
         con.close()
+
+
+def test_a_snapshot_with_spans_of_an_older_layout_takes_the_general_path(many_users, tmp_path):
+    """A snapshot published before geo_user_spans had its group_by levels (served until the next
+    publish after an upgrade) is answered by the general path, not an error."""
+    from serving import fastpath
+    from serving.params import GROUP_BY
+    from serving.params import PipeQuery as ServingQuery
+    from serving.pipes import PIPES
+
+    _, _, settings = many_users
+    old = tmp_path / "old.duckdb"
+    shutil.copy(current_snapshot(settings).path, old)
+    with duckdb.connect(str(old)) as con:
+        con.execute("CREATE OR REPLACE TABLE geo_user_spans AS SELECT * EXCLUDE (group_by) FROM geo_user_spans "
+                    "WHERE group_by = 'city'")
+    answers = []
+    answer = fastpath.ranking(lambda cur, q, pipe: answers.append(q) or "general", lambda q: GROUP_BY[q.group_by])
+    q = ServingQuery("geographic_distribution", D(2024, 11, 1), D(2025, 3, 1, 23, 59, 59))
+    with duckdb.connect(str(old), read_only=True) as con:
+        assert answer(con.cursor(), q, PIPES[q.pipe]) == "general"
+    assert answers == [q]
 
 
 def test_rankings_over_one_calendar_bucket_read_the_cube(many_users):

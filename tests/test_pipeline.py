@@ -25,7 +25,7 @@ MART_DIMENSIONS = {
     "engagement": ["grain", "filter_dim", "filter_value"],  # engagement_cube
     "activity": ["grain", "platform", "filter_dim", "filter_value"],  # activity_cube
     "geo": ["grain", "group_by", "country", "region", "city"],  # geo_cube
-    "geo_user": ["filter_dim", "filter_value", "country", "region", "city", "user_id"],  # geo_user_spans
+    "geo_user": ["filter_dim", "filter_value", "group_by", "country", "region", "city", "user_id"],  # geo_user_spans
     "event_user": ["filter_dim", "filter_value", "event_type", "user_id"],  # event_user_spans
     "geo_day": ["filter_dim", "filter_value", "country", "region", "city"],  # geo_day_sums
     "event_day": ["filter_dim", "filter_value", "event_type"],  # event_day_sums

@@ -1,0 +1,97 @@
+"""The bucket cubes (``engagement_cube``, ``activity_cube``) held in memory, once per snapshot.
+
+A time-series request that the cubes answer reads one contiguous run of cube rows: one selector
+(grain, filter, platform) and a range of bucket starts. A DuckDB statement costs ~1.3 ms here
+whatever it reads (most of it fixed per statement), so for these lookups the API keeps the
+cube's numbers in numpy arrays, sorted by (selector, period_start), and answers with a binary
+search (~0.1 ms). A published snapshot never changes, so the copy is exact; it is loaded on the
+first request that needs it (one statement per cube, ~0.2-0.5 s at 10 M events) and dropped with
+the snapshot. Memory: 8 bytes per number, no Python object per row (the activity cube at 10 M
+events, ~1 M rows: ~16 MB).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Hashable
+
+import duckdb
+import numpy as np
+
+from serving.snapshots import snapshot_facts
+
+
+@dataclass(frozen=True)
+class CubeSpec:
+    table: str
+    selector: tuple[str, ...]  # the columns a request fixes (one value each; NULL is a value)
+    measures: tuple[str, ...]
+
+
+ENGAGEMENT = CubeSpec("engagement_cube", ("grain", "filter_dim", "filter_value"),
+                      ("event_count", "unique_users", "duration_sum"))
+ACTIVITY = CubeSpec("activity_cube", ("grain", "filter_dim", "filter_value", "platform"), ("active_users",))
+
+
+class CubeIndex:
+    """One cube's rows: for each selector value, its bucket starts (ascending) and measures."""
+
+    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, measures: list[np.ndarray]):
+        self._slices = slices
+        self._period_start = period_start
+        self._measures = measures
+
+    @classmethod
+    def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "CubeIndex":
+        order = ", ".join(spec.selector)  # the same ORDER BY in both statements: the same row order
+        groups = cur.execute(f"SELECT {order}, count(*) FROM {spec.table} GROUP BY ALL ORDER BY {order}").fetchall()
+        data = cur.execute(f"SELECT period_start, {', '.join(spec.measures)} FROM {spec.table} "
+                           f"ORDER BY {order}, period_start").fetchnumpy()
+        slices, start = {}, 0
+        for *key, n in groups:  # a snapshot never changes: both statements see the same rows
+            slices[tuple(key)] = (start, start + n)
+            start += n
+        return cls(slices, np.asarray(data["period_start"]), [np.asarray(data[m]) for m in spec.measures])
+
+    def selectors(self) -> list[tuple]:
+        return list(self._slices)
+
+    def rows(self, key: tuple, lo: datetime, hi: datetime) -> list[tuple]:
+        """(period_start, *measures) of the rows of selector ``key`` with lo <= period_start <= hi."""
+        bounds = self._slices.get(key)
+        if bounds is None:
+            return []
+        s, e = bounds
+        ps = self._period_start[s:e]
+        i = s + int(np.searchsorted(ps, np.datetime64(lo, "us"), "left"))
+        j = s + int(np.searchsorted(ps, np.datetime64(hi, "us"), "right"))
+        if i >= j:
+            return []
+        return list(zip(self._period_start[i:j].tolist(), *(m[i:j].tolist() for m in self._measures)))
+
+
+_LOADING = threading.Lock()
+
+
+def cube_index(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | None:
+    """The in-memory copy of ``spec``'s cube in the snapshot ``cur`` reads (loaded once per snapshot
+    inside a request; outside one, loaded for the call). None for a snapshot without the cube."""
+    facts = snapshot_facts()
+    key: Hashable = ("cube", spec.table)
+    if facts is not None and key in facts:
+        return facts[key]
+    with _LOADING:  # one load per snapshot, however many requests arrive meanwhile
+        if facts is not None and key in facts:
+            return facts[key]
+        try:
+            index = CubeIndex.load(cur, spec)
+        except duckdb.CatalogException:  # a snapshot published before the cubes existed
+            index = None
+        if facts is not None:
+            facts[key] = index
+    return index
+
+
+__all__ = ["ACTIVITY", "ENGAGEMENT", "CubeIndex", "CubeSpec", "cube_index"]
