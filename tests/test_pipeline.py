@@ -159,3 +159,31 @@ def test_dbt_gets_the_pipeline_memory_limit_from_the_settings(tmp_path, monkeypa
     monkeypatch.delenv("ENGAGE_PIPELINE_MEMORY_LIMIT")
     EngageResource().settings()
     assert os.environ["ENGAGE_PIPELINE_MEMORY_LIMIT"] == profile_default
+
+
+def test_a_mart_whose_columns_changed_needs_a_full_refresh(engage_home):
+    """An incremental run over a mart of an older shape (a release changed its columns) stops with
+    dbt's message naming the full refresh, instead of merging rows of the new shape into it; the full
+    refresh (the daily rebuild) then builds it."""
+    from orchestration.assets.dbt import dbt_project
+    from orchestration.dbt_runner import invoke_dbt
+
+    events = edge_case_events(seed=5, n_events=300)
+    first, second = split_into_files(events, seed=5, n_files=2)
+    write_ndjson(engage_home.landing / "a.ndjson", first)
+    load_pending(engage_home)
+    dbt_invoke("run")
+    con = duckdb.connect(str(engage_home.marts_path))
+    con.execute("CREATE OR REPLACE TABLE geo_user_spans AS SELECT * EXCLUDE (group_by) FROM geo_user_spans")
+    con.close()
+    write_ndjson(engage_home.landing / "b.ndjson", second)
+    load_pending(engage_home)
+    result = invoke_dbt(dbt_project, ["run"], engage_home.state_dir / "dbt_target")
+    assert not result.success
+    failed = [r for r in result.result if r.status not in ("pass", "success", "skipped")]
+    assert [r.node.name for r in failed] == ["geo_user_spans"]
+    assert "full_refresh" in failed[0].message or "full-refresh" in failed[0].message, failed[0].message
+    dbt_invoke("build", "--full-refresh")
+    con = duckdb.connect(str(engage_home.marts_path), read_only=True)
+    assert con.execute("SELECT count(DISTINCT group_by) FROM geo_user_spans").fetchone()[0] == 3
+    con.close()
