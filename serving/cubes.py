@@ -1,13 +1,14 @@
-"""The bucket cubes (``engagement_cube``, ``activity_cube``) held in memory, once per snapshot.
+"""The bucket cubes (``engagement_cube``, ``activity_cube``, ``geo_cube``) held in memory, once per
+snapshot.
 
-A time-series request that the cubes answer reads one contiguous run of cube rows: one selector
-(grain, filter, platform) and a range of bucket starts. A DuckDB statement costs ~1.3 ms here
+A request that the cubes answer reads one contiguous run of cube rows: one selector (grain,
+filter, platform; grain, group_by) and a range of bucket starts (a ranking: the rows of one bucket). A DuckDB statement costs ~1.3 ms here
 whatever it reads (most of it fixed per statement), so for these lookups the API keeps the
 cube's numbers in numpy arrays, sorted by (selector, period_start), and answers with a binary
 search (~0.1 ms). A published snapshot never changes, so the copy is exact; it is loaded on the
 first request that needs it (one statement per cube, ~0.2-0.5 s at 10 M events) and dropped with
 the snapshot. Memory: 8 bytes per number, no Python object per row (the activity cube at 10 M
-events, ~1 M rows: ~16 MB).
+events, ~1 M rows: ~16 MB), except the place names of ``geo_cube`` (~50,000 rows).
 """
 
 from __future__ import annotations
@@ -27,39 +28,42 @@ from serving.snapshots import snapshot_facts
 class CubeSpec:
     table: str
     selector: tuple[str, ...]  # the columns a request fixes (one value each; NULL is a value)
-    measures: tuple[str, ...]
+    measures: tuple[str, ...]  # integers
+    labels: tuple[str, ...] = ()  # text columns of the rows (None for NULL)
 
 
-ENGAGEMENT = CubeSpec("engagement_cube", ("grain", "filter_dim", "filter_value"),
-                      ("event_count", "unique_users", "duration_sum"))
+_SUMS = ("event_count", "unique_users", "duration_sum")
+ENGAGEMENT = CubeSpec("engagement_cube", ("grain", "filter_dim", "filter_value"), _SUMS)
 ACTIVITY = CubeSpec("activity_cube", ("grain", "filter_dim", "filter_value", "platform"), ("active_users",))
+GEO = CubeSpec("geo_cube", ("grain", "group_by"), _SUMS, labels=("country", "region", "city"))
 
 
 class CubeIndex:
-    """One cube's rows: for each selector value, its bucket starts (ascending) and measures."""
+    """One cube's rows: for each selector value, its bucket starts (ascending), labels and measures."""
 
-    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, measures: list[np.ndarray]):
+    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, columns: list[np.ndarray]):
         self._slices = slices
         self._period_start = period_start
-        self._measures = measures
+        self._columns = columns  # the labels, then the measures
 
     @classmethod
     def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "CubeIndex":
         order = ", ".join(spec.selector)  # the same ORDER BY in both statements: the same row order
         groups = cur.execute(f"SELECT {order}, count(*) FROM {spec.table} GROUP BY ALL ORDER BY {order}").fetchall()
-        data = cur.execute(f"SELECT period_start, {', '.join(spec.measures)} FROM {spec.table} "
+        data = cur.execute(f"SELECT period_start, {', '.join(spec.labels + spec.measures)} FROM {spec.table} "
                            f"ORDER BY {order}, period_start").fetchnumpy()
         slices, start = {}, 0
         for *key, n in groups:  # a snapshot never changes: both statements see the same rows
             slices[tuple(key)] = (start, start + n)
             start += n
-        return cls(slices, np.asarray(data["period_start"]), [np.asarray(data[m]) for m in spec.measures])
+        columns = [_objects(data[c]) for c in spec.labels] + [np.asarray(data[c]) for c in spec.measures]
+        return cls(slices, np.asarray(data["period_start"]), columns)
 
     def selectors(self) -> list[tuple]:
         return list(self._slices)
 
     def rows(self, key: tuple, lo: datetime, hi: datetime) -> list[tuple]:
-        """(period_start, *measures) of the rows of selector ``key`` with lo <= period_start <= hi."""
+        """(period_start, *labels, *measures) of the rows of selector ``key`` with lo <= period_start <= hi."""
         bounds = self._slices.get(key)
         if bounds is None:
             return []
@@ -69,7 +73,16 @@ class CubeIndex:
         j = s + int(np.searchsorted(ps, np.datetime64(hi, "us"), "right"))
         if i >= j:
             return []
-        return list(zip(self._period_start[i:j].tolist(), *(m[i:j].tolist() for m in self._measures)))
+        return list(zip(self._period_start[i:j].tolist(), *(c[i:j].tolist() for c in self._columns)))
+
+
+def _objects(column: np.ndarray) -> np.ndarray:
+    """A text column as an object array, NULL as None (fetchnumpy masks NULLs)."""
+    if isinstance(column, np.ma.MaskedArray):
+        out = column.data.astype(object)
+        out[np.ma.getmaskarray(column)] = None
+        return out
+    return np.asarray(column, dtype=object)
 
 
 _LOADING = threading.Lock()
@@ -94,4 +107,4 @@ def cube_index(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | No
     return index
 
 
-__all__ = ["ACTIVITY", "ENGAGEMENT", "CubeIndex", "CubeSpec", "cube_index"]
+__all__ = ["ACTIVITY", "ENGAGEMENT", "GEO", "CubeIndex", "CubeSpec", "cube_index"]

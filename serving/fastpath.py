@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import duckdb
 
-from serving.cubes import ACTIVITY, ENGAGEMENT, cube_index
+from serving.cubes import ACTIVITY, ENGAGEMENT, GEO, cube_index
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
 from serving.snapshots import snapshot_facts
@@ -230,35 +230,29 @@ def calendar_bucket(h_start: datetime, h_end: datetime) -> str | None:
     return None
 
 
-# pipe -> (cube, the condition selecting the pipe's rows in it, its parameters, the cube's column
-# for a key when its name differs)
-_BUCKET_RANKING: dict[str, tuple[str, str, Callable[[PipeQuery], list[Any]], dict[str, str]]] = {
-    "event_metrics": ("engagement_cube", "filter_dim = 'event_type'", lambda q: [], {"event_type": "filter_value"}),
-    "geographic_distribution": ("geo_cube", "group_by = ?", lambda q: [q.group_by], {}),
-}
-
-
 def _one_bucket_ranking(cur, pipe, q: PipeQuery, grain: str, keys: tuple[str, ...], key_filter: str | None,
                         key_values: list[str] | None) -> Result | None:
     """A ranking over exactly one calendar bucket without filters (a country list aside, for the
-    places): the cube's rows of that bucket, each already the exact distinct users of its key in
-    the whole window, sorted and cut. None (take another path) for a snapshot without the cube."""
-    cube, selector, selector_params, renamed = _BUCKET_RANKING[pipe.name]
-    key_list = ", ".join(f"{renamed.get(k, k)} AS {k}" for k in keys)
-    where = f"grain = ? AND period_start = ? AND {selector}"
-    params: list[Any] = [grain, q.h_start, *selector_params(q)]
-    if key_values:
-        where += f" AND list_contains(?::VARCHAR[], {key_filter})"
-        params.append(list(key_values))
-    got = _cube_rows(cur, f"SELECT {key_list}, event_count, unique_users, duration_sum, count(*) OVER () AS groups "
-                          f"FROM {cube} WHERE {where} ORDER BY event_count DESC, {', '.join(keys)} LIMIT ?",
-                     [*params, q.limit])
-    if got is None:
-        return None
+    places): the cube's rows of that bucket (in memory, serving/cubes.py), each already the exact
+    distinct users of its key in the whole window, sorted and cut. None (take another path) for a
+    snapshot without the cube."""
+    if pipe.name == "event_metrics":  # engagement_cube's rows with filter_dim 'event_type', one per type
+        cube = cube_index(cur, ENGAGEMENT)
+        if cube is None:
+            return None
+        got = [(key[2], *r[1:]) for key in cube.selectors() if key[:2] == (grain, "event_type")
+               for r in cube.rows(key, q.h_start, q.h_start)]
+    else:  # geo_cube's rows of this group_by level: (period_start, country, region, city, sums)
+        cube = cube_index(cur, GEO)
+        if cube is None:
+            return None
+        got = [(*r[1:1 + len(keys)], *r[4:]) for r in cube.rows((grain, q.group_by), q.h_start, q.h_start)]
+        if key_values:
+            got = [r for r in got if r[keys.index(key_filter)] in key_values]
     k = len(keys)
-    rows = [(*r[:k], int(r[k]), int(r[k + 1]), _avg(r[k + 2], r[k])) for r in got]
-    total = int(got[0][k + 3]) if got else 0
-    return Result(pipe.columns_for(q), rows, total, total, total * _CUBE_ROW_BYTES)
+    got.sort(key=lambda r: (-r[k], r[:k]))  # event_count desc, then the keys (code-point order, as DuckDB)
+    rows = [(*r[:k], int(r[k]), int(r[k + 1]), _avg(r[k + 2], r[k])) for r in got[:q.limit]]
+    return Result(pipe.columns_for(q), rows, len(got), len(got), len(got) * _CUBE_ROW_BYTES)
 
 
 def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
