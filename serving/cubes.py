@@ -2,13 +2,14 @@
 snapshot.
 
 A request that the cubes answer reads one contiguous run of cube rows: one selector (grain,
-filter, platform; grain, group_by) and a range of bucket starts (a ranking: the rows of one bucket). A DuckDB statement costs ~1.3 ms here
-whatever it reads (most of it fixed per statement), so for these lookups the API keeps the
-cube's numbers in numpy arrays, sorted by (selector, period_start), and answers with a binary
-search (~0.1 ms). A published snapshot never changes, so the copy is exact; it is loaded on the
-first request that needs it (one statement per cube, ~0.2-0.5 s at 10 M events) and dropped with
-the snapshot. Memory: 8 bytes per number, no Python object per row (the activity cube at 10 M
-events, ~1 M rows: ~16 MB), except the place names of ``geo_cube`` (~50,000 rows).
+filter, platform; grain, group_by) and a range of bucket starts (a ranking: the rows of one
+bucket). A DuckDB statement costs ~1.3 ms here whatever it reads (most of it fixed per statement),
+so for these lookups the API keeps the cube's numbers in numpy arrays, sorted by (selector,
+period_start), and answers with a binary search (~0.1 ms). A published snapshot never changes, so
+the copy is exact; it is loaded on the first request that needs it (two statements per cube,
+~0.2-0.8 s at 10 M events) and dropped with the snapshot. Memory: 8 bytes per number, no Python
+object per row (the activity cube at 10 M events, ~1 M rows: ~16 MB), except the place names of
+``geo_cube`` (~50,000 rows).
 """
 
 from __future__ import annotations

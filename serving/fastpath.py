@@ -84,7 +84,8 @@ def _one_filter(filters: dict[str, list[str]], allowed: tuple[str, ...]) -> tupl
     return None if value is None else (dim, value)
 
 
-def _cube_rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple] | None:
+def _rows_if_present(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple] | None:
+    """The rows of `sql`, or None when the snapshot lacks the marts or columns it reads."""
     try:
         return cur.execute(sql, params).fetchall()
     except (duckdb.CatalogException, duckdb.BinderException):  # a snapshot published before the
@@ -316,7 +317,7 @@ SELECT {", ".join(f"s.{k}" for k in keys)}, s.ec, coalesce(u.users, 0), s.ds, co
 FROM s LEFT JOIN u ON {" AND ".join(f"u.{k} = s.{k}" for k in keys)}
 ORDER BY s.ec DESC, {", ".join(f"s.{k}" for k in keys)}
 LIMIT ?"""
-        got = _cube_rows(cur, sql, [f[0], f[1], a, b, *key_params,
+        got = _rows_if_present(cur, sql, [f[0], f[1], a, b, *key_params,
                                     *count_params, *span_params, b, a, *key_params, q.limit])
         if got is None:
             return general(cur, q, pipe)

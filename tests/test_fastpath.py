@@ -126,6 +126,13 @@ def test_cache_is_per_snapshot(many_users):
     client, oracle, settings = many_users
     q = PipeQuery("event_metrics", END - dt.timedelta(days=200), END + dt.timedelta(days=30))
     before = client.get(f"/v0/pipes/event_metrics.json?{query_string(q)}").json()["data"]
+    # answered from the cubes held in memory for the snapshot (serving/cubes.py): loaded now, for
+    # this snapshot; the new one must load its own
+    from_cubes = [PipeQuery("user_engagement_time_series", END, END + dt.timedelta(days=3, seconds=-1), time_bucket="day"),
+                  PipeQuery("active_users", END, END + dt.timedelta(days=3, seconds=-1), time_bucket="day"),
+                  PipeQuery("event_metrics", END + dt.timedelta(days=1), END + dt.timedelta(days=2, seconds=-1))]
+    for cq in from_cubes:
+        client.get(f"/v0/pipes/{cq.pipe}.json?{query_string(cq)}", headers={"Cache-Control": "no-cache"})
     from engage.cli import run_refresh
 
     generate(events=500, days=2, seed=13, out=settings.landing / "later", end=END + dt.timedelta(days=3))
@@ -144,6 +151,8 @@ def test_cache_is_per_snapshot(many_users):
     after = client.get(f"/v0/pipes/event_metrics.json?{query_string(q)}").json()["data"]
     assert after != before
     check(client, oracle, q, True)
+    for cq in from_cubes:
+        check(client, oracle, cq, False)
 
 
 def test_ranking_fast_path_equals_the_reference(many_users):
