@@ -14,7 +14,9 @@ object per row (the activity cube at 10 M events, ~1 M rows: ~16 MB), except the
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Hashable
@@ -23,6 +25,8 @@ import duckdb
 import numpy as np
 
 from serving.snapshots import snapshot_facts
+
+log = logging.getLogger("engage.serving.cubes")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,10 @@ class CubeIndex:
             start += n
         columns = [_objects(data[c]) for c in spec.labels] + [np.asarray(data[c]) for c in spec.measures]
         return cls(slices, np.asarray(data["period_start"]), columns)
+
+    @property
+    def size(self) -> int:
+        return len(self._period_start)
 
     def selectors(self) -> list[tuple]:
         return list(self._slices)
@@ -99,10 +107,15 @@ def cube_index(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | No
     with _LOADING:  # one load per snapshot, however many requests arrive meanwhile
         if facts is not None and key in facts:
             return facts[key]
+        started = time.perf_counter()
         try:
             index = CubeIndex.load(cur, spec)
         except duckdb.CatalogException:  # a snapshot published before the cubes existed
             index = None
+        if facts is not None:  # once per snapshot: worth a line (a request waited for it)
+            log.info("event=cube_loaded table=%s rows=%d selectors=%d seconds=%.3f", spec.table,
+                     index.size if index else 0, len(index.selectors()) if index else 0,
+                     time.perf_counter() - started)
         if facts is not None:
             facts[key] = index
     return index
