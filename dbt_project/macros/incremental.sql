@@ -23,3 +23,17 @@
     where {{ key }} in (select {{ key }} from {{ ref('stg_user_events') }} where _batch_id > {{ batch_watermark() }})
     {% endif %}
 {%- endmacro %}
+
+
+{# Stops an incremental run of a model whose stored table lacks `columns` (a release changed the
+   model, and its SQL reads the stored rows by those columns), naming the fix; `on_schema_change`
+   would only see the difference after this SQL ran, and fail on a binder error first. #}
+{% macro require_columns(columns) -%}
+    {%- if execute and is_incremental() -%}
+        {%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+        {%- set missing = columns | reject('in', stored) | list -%}
+        {%- if missing -%}
+            {{ exceptions.raise_compiler_error(this ~ " lacks the columns " ~ missing | join(", ") ~ " (a release changed this model): rebuild it once with a full refresh, `engage ingest --full-refresh` (the daily rebuild does it too)") }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

@@ -22,6 +22,7 @@
 
 {% macro user_spans(source, keys, filter_dims, levels=none) %}
 {%- set key = span_key(keys, levels) -%}
+{{- require_columns(key + ['first_day', 'last_day']) -}}
 {#- [(group_by name or none, how many leading keys)] -#}
 {%- set parts = [] -%}
 {%- for level, depth in (levels.items() | list if levels else [(none, keys | length)]) -%}
