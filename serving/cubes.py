@@ -15,16 +15,14 @@ object per row (the activity cube at 10 M events, ~1 M rows: ~16 MB), except the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Hashable
 
 import duckdb
 import numpy as np
 
-from serving.snapshots import snapshot_facts
+from serving.snapshots import snapshot_fact
 
 log = logging.getLogger("engage.serving.cubes")
 
@@ -94,30 +92,21 @@ def _objects(column: np.ndarray) -> np.ndarray:
     return np.asarray(column, dtype=object)
 
 
-_LOADING = threading.Lock()
-
-
 def cube_index(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | None:
-    """The in-memory copy of ``spec``'s cube in the snapshot ``cur`` reads (loaded once per snapshot
-    inside a request; outside one, loaded for the call). None for a snapshot without the cube."""
-    facts = snapshot_facts()
-    key: Hashable = ("cube", spec.table)
-    if facts is not None and key in facts:
-        return facts[key]
-    with _LOADING:  # one load per snapshot, however many requests arrive meanwhile
-        if facts is not None and key in facts:
-            return facts[key]
-        started = time.perf_counter()
-        try:
-            index = CubeIndex.load(cur, spec)
-        except duckdb.CatalogException:  # a snapshot published before the cubes existed
-            index = None
-        if facts is not None:  # once per snapshot: worth a line (a request waited for it)
-            log.info("event=cube_loaded table=%s rows=%d selectors=%d seconds=%.3f", spec.table,
-                     index.size if index else 0, len(index.selectors()) if index else 0,
-                     time.perf_counter() - started)
-        if facts is not None:
-            facts[key] = index
+    """The in-memory copy of ``spec``'s cube in the snapshot ``cur`` reads (loaded once per snapshot,
+    serving/snapshots.py ``snapshot_fact``). None for a snapshot without the cube."""
+    return snapshot_fact(("cube", spec.table), lambda: _load(cur, spec))
+
+
+def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | None:
+    started = time.perf_counter()
+    try:
+        index = CubeIndex.load(cur, spec)
+    except duckdb.CatalogException:  # a snapshot published before the cubes existed
+        return None
+    # once per snapshot: worth a line (a request waited for it)
+    log.info("event=cube_loaded table=%s rows=%d selectors=%d seconds=%.3f", spec.table, index.size,
+             len(index.selectors()), time.perf_counter() - started)
     return index
 
 

@@ -32,7 +32,7 @@ import duckdb
 from serving.cubes import ACTIVITY, ENGAGEMENT, GEO, cube_index
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
-from serving.snapshots import snapshot_facts
+from serving.snapshots import snapshot_fact
 
 HOUR = timedelta(hours=1)
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
@@ -202,16 +202,13 @@ SPAN_MIN_COVER = 0.75
 
 def _data_days(cur, sums: str) -> tuple[datetime, datetime] | None:
     """(first, last) day with events in the snapshot (from the day sums, no filter), None when empty;
-    computed once per snapshot (serving/snapshots.py, snapshot_facts)."""
-    facts = snapshot_facts()
-    key = ("data_days", sums)
-    if facts is not None and key in facts:
-        return facts[key]
-    lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {sums} WHERE filter_dim = ''").fetchone()
-    days = None if lo is None else (lo, hi)
-    if facts is not None:
-        facts[key] = days
-    return days
+    computed once per snapshot (serving/snapshots.py, snapshot_fact)."""
+
+    def first_and_last() -> tuple[datetime, datetime] | None:
+        lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {sums} WHERE filter_dim = ''").fetchone()
+        return None if lo is None else (lo, hi)
+
+    return snapshot_fact(("data_days", sums), first_and_last)
 
 
 def _covers_most(days: tuple[datetime, datetime] | None, a: datetime, b: datetime) -> bool:
@@ -247,7 +244,8 @@ def _one_bucket_ranking(cur, pipe, q: PipeQuery, grain: str, keys: tuple[str, ..
         cube = cube_index(cur, GEO)
         if cube is None:
             return None
-        got = [(*r[1:1 + len(keys)], *r[4:]) for r in cube.rows((grain, q.group_by), q.h_start, q.h_start)]
+        measures = 1 + len(GEO.labels)  # after period_start and the place names
+        got = [(*r[1:1 + len(keys)], *r[measures:]) for r in cube.rows((grain, q.group_by), q.h_start, q.h_start)]
         if key_values:
             got = [r for r in got if r[keys.index(key_filter)] in key_values]
     k = len(keys)

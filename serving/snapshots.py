@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Hashable, Iterator, TypeVar
 
 import duckdb
 
@@ -46,7 +46,7 @@ class _Entry:
     file_sig: tuple | None = None  # the file as opened; a published snapshot never changes
     users: int = 0
     retired: bool = False
-    facts: dict = field(default_factory=dict)  # see snapshot_facts()
+    facts: dict = field(default_factory=dict)  # see snapshot_fact()
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,24 @@ class Snapshot:
 
 # The facts of the snapshot the current request reads (set by SnapshotManager.acquire).
 _FACTS: ContextVar[dict | None] = ContextVar("engage_snapshot_facts", default=None)
+_COMPUTING = threading.Lock()
+T = TypeVar("T")
 
 
-def snapshot_facts() -> dict | None:
-    """A dict shared by every request on the snapshot this request reads (None outside a request):
-    for values a query derives from the snapshot alone (a published snapshot never changes, so they
-    are computed once), such as the days its data spans. Values must be immutable."""
-    return _FACTS.get()
+def snapshot_fact(key: Hashable, compute: Callable[[], T]) -> T:
+    """``compute()`` once per snapshot: for a value a query derives from the snapshot alone (a
+    published snapshot never changes), such as the days its data spans or a cube held in memory.
+    The value is shared by every request on the snapshot this request reads, and dropped with it;
+    requests arriving while it is computed wait for it. Outside a request, computed for the call.
+    An exception is not remembered. The value must not be changed by its users."""
+    facts = _FACTS.get()
+    if facts is None:
+        return compute()
+    if key not in facts:
+        with _COMPUTING:
+            if key not in facts:
+                facts[key] = compute()
+    return facts[key]
 
 
 def format_watermark(w: datetime | None) -> str:
