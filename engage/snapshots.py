@@ -46,6 +46,8 @@ PUBLISHED_MARTS = (
     "geo_day_sums",
     "event_user_spans",
     "event_day_sums",
+    "event_type_bits",
+    "user_event_types_daily",
 )
 MARTS_SCHEMA = "marts"
 INFO_TABLE = "snapshot_info"

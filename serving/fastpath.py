@@ -13,7 +13,9 @@ whose filters fit those rows is answered as:
 
 The ranking pipes over exactly one calendar day, ISO week or month without filters read the cube
 rows of that bucket (``engagement_cube`` for event_metrics, ``geo_cube`` for the places); over
-other windows of whole days, the user spans (``ranking`` below).
+other windows of whole days that cover most of the data, the user spans (``ranking`` below).
+event_metrics over the other windows with a whole day, whatever the filters: the event-type masks
+(``event_types`` below).
 
 Distinct counts are never added across buckets or parts: each output bucket is either one cube row
 (the distinct count of exactly that bucket) or computed whole by the general path. Anything else
@@ -28,10 +30,12 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import duckdb
+import numpy as np
 
 from serving.cubes import ACTIVITY, ENGAGEMENT, GEO, cube_index
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
+from serving.query import part_where, window_parts
 from serving.snapshots import snapshot_fact
 
 HOUR = timedelta(hours=1)
@@ -170,7 +174,7 @@ def active_users(general: Callable) -> Callable:
     return answer
 
 
-__all__ = ["engagement", "active_users", "split_window", "bucket_end"]
+__all__ = ["engagement", "active_users", "ranking", "event_types", "split_window", "bucket_end"]
 
 
 # ----------------------------------------------------------------------------- ranking pipes
@@ -349,3 +353,82 @@ SELECT {klist}, count(*) FROM (
 
 def _avg(total, count):
     return total / count if count else None
+
+
+# ----------------------------------------------------------------------------- event-type masks
+
+MASK_BITS = 64  # user_event_types_daily.event_types is a UBIGINT
+
+
+def _type_bits(cur) -> dict[int, str] | None:
+    """{bit: event_type} of the snapshot (once per snapshot); None when a type has no bit in the
+    masks (more than MASK_BITS types)."""
+
+    def load() -> dict[int, str] | None:
+        bits = dict(cur.execute("SELECT bit, event_type FROM event_type_bits").fetchall())
+        return None if any(b >= MASK_BITS for b in bits) else bits
+
+    return snapshot_fact(("event_type_bits",), load)
+
+
+def event_types(general: Callable) -> Callable:
+    """event_metrics over any window with a whole day and any filters (the cases the user spans
+    leave, ``ranking``).
+
+    Distinct users per event type: one aggregation by user of the event-type masks
+    (user_event_types_daily for the window's whole days, user_engagement_hourly with each row's type
+    bit for its partial edge days): ``bit_or`` gives each user's set of types in the window, and the
+    users are then counted per distinct set, a few hundred rows, whose bits numpy adds up per type.
+    Exact: a user counts for a type iff one of their rows in the window has that type. Sums:
+    event_day_sums for the whole days when the filters are one single value (or none), else the
+    engagement marts, added with the edge hours' sums."""
+
+    def answer(cur, q: PipeQuery, pipe) -> Result:
+        try:
+            bits = _type_bits(cur)
+        except duckdb.CatalogException:  # a snapshot published before the type bits existed
+            return general(cur, q, pipe)
+        if bits is None:
+            return general(cur, q, pipe)
+        parts = window_parts(q.h_start, q.h_end)
+        if all(part.grain == "hourly" for part in parts):  # under a day's rows: the general path is as quick
+            return general(cur, q, pipe)
+        filters = pipe.filters_of(q)
+        single = _one_filter(filters, pipe.filters)
+        users_sql, sums_sql, params, sum_params = [], [], [], []
+        for part in parts:
+            where, where_params = part_where(part, filters, prefix="r.")
+            if part.grain == "daily":
+                users_sql.append(f"SELECT r.user_key, r.event_types FROM user_event_types_daily AS r WHERE {where}")
+            else:
+                users_sql.append("SELECT r.user_key, CAST(1 AS UBIGINT) << b.bit AS event_types "
+                                 "FROM user_engagement_hourly AS r JOIN event_type_bits AS b USING (event_type) "
+                                 f"WHERE {where}")
+            params += where_params
+            if part.grain == "daily" and single is not None:
+                sums_sql.append("SELECT event_type, event_count, duration_sum FROM event_day_sums "
+                                "WHERE filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?")
+                sum_params += [*single, part.lo, part.hi]
+            else:
+                sums_sql.append(f"SELECT event_type, event_count, duration_sum FROM user_engagement_{part.grain} AS r "
+                                f"WHERE {where}")
+                sum_params += where_params
+        try:
+            sets = cur.execute(f"""
+SELECT event_types, count(*) AS users, sum(n) AS source_rows FROM (
+    SELECT bit_or(event_types) AS event_types, count(*) AS n FROM ({" UNION ALL ".join(users_sql)}) GROUP BY user_key
+) GROUP BY event_types""", params).fetchnumpy()
+        except (duckdb.CatalogException, duckdb.BinderException):  # published before the masks existed
+            return general(cur, q, pipe)
+        sums = cur.execute(f"""
+SELECT event_type, sum(event_count) AS ec, sum(duration_sum), count(*) FROM ({" UNION ALL ".join(sums_sql)})
+GROUP BY event_type""", sum_params).fetchall()
+        masks = np.asarray(sets["event_types"], dtype=np.uint64)
+        counts = np.asarray(sets["users"], dtype=np.int64)
+        users = {bits[b]: int(counts[(masks >> np.uint64(b)) & np.uint64(1) == 1].sum()) for b in bits}
+        ranked = sorted((r for r in sums if r[1]), key=lambda r: (-r[1], r[0]))  # code-point order, as DuckDB
+        rows = [(t, int(ec), users.get(t, 0), _avg(ds, ec)) for t, ec, ds, _ in ranked[:q.limit]]
+        n = int(np.asarray(sets["source_rows"]).sum()) + sum(int(r[3]) for r in sums)
+        return Result(pipe.columns_for(q), rows, len(ranked), n, n * _CUBE_ROW_BYTES)
+
+    return answer

@@ -281,7 +281,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             _UNIQUE_USERS,
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
-        answer=fastpath.ranking(_event_metrics, lambda q: ("event_type",)),
+        answer=fastpath.ranking(fastpath.event_types(_event_metrics), lambda q: ("event_type",)),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59",
     ),
 )}

@@ -73,10 +73,17 @@ def source_sql(
     selects, params = [], []
     cols = ", ".join(columns)
     for part in window_parts(h_start, h_end, hourly_only):
-        where = ["period_start BETWEEN ? AND ?"]
-        params += [part.lo, part.hi]
-        for col, values in filters.items():
-            where.append(f"list_contains(?::VARCHAR[], {col})")  # one bound list, however many values
-            params.append(list(values))
-        selects.append(f"SELECT {cols} FROM {mart}_{part.grain} WHERE {' AND '.join(where)}")
+        where, where_params = part_where(part, filters)
+        selects.append(f"SELECT {cols} FROM {mart}_{part.grain} WHERE {where}")
+        params += where_params
     return "\nUNION ALL\n".join(selects), params
+
+
+def part_where(part: Part, filters: dict[str, list[str]], prefix: str = "") -> tuple[str, list[Any]]:
+    """The WHERE condition (and its bound values) of one part's rows: its period range and the
+    filters; `prefix` qualifies the columns (``"h."``)."""
+    where, params = [f"{prefix}period_start BETWEEN ? AND ?"], [part.lo, part.hi]
+    for col, values in filters.items():
+        where.append(f"list_contains(?::VARCHAR[], {prefix}{col})")  # one bound list, however many values
+        params.append(list(values))
+    return " AND ".join(where), params

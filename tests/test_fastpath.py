@@ -18,6 +18,7 @@ from serving.fastpath import split_window
 from serving.params import buckets
 
 from reference import PipeQuery, reference_answer, reference_rows_before_limit
+from edge_data import write_ndjson
 from test_serving_data import assert_rows_equal, expected_rows, query_string
 
 ADMIN = "data-test-admin-token"  # the token test_serving_data.query_string sends
@@ -37,8 +38,21 @@ def many_users(tmp_path_factory):
     summary = generate(events=80_000, days=120, seed=11, out=settings.landing, end=END)
     assert summary["users"] > 2000
     assert run_refresh(settings).success
-    # a second run with a day of new events and late ones: the cubes are maintained incrementally
+    with duckdb.connect(str(current_snapshot(settings).path), read_only=True) as con:
+        FIRST_RUN["type_bits"] = dict(con.execute("SELECT event_type, bit FROM event_type_bits").fetchall())
+        con.execute(f"ATTACH '{settings.warehouse_path}' AS wh (READ_ONLY)")
+        FIRST_RUN["active_user"] = con.execute(  # (user, day, platform) with several event types
+            "SELECT u.user_id, d.period_start, d.platform FROM user_engagement_daily AS d "
+            "JOIN wh.intermediate.int_user_keys AS u USING (user_key) GROUP BY ALL "
+            "HAVING count(DISTINCT event_type) > 1 ORDER BY ALL LIMIT 1").fetchone()
+    # a second run with a day of new events and late ones: the cubes are maintained incrementally;
+    # and two event types never seen before, one late, sent by a user with other types that day
     generate(events=3_000, days=40, seed=12, out=settings.landing / "more", end=END + dt.timedelta(days=1))
+    user, day, platform = FIRST_RUN["active_user"]
+    write_ndjson(settings.landing / "more" / "new-types.ndjson", [
+        dict(timestamp=str(day + dt.timedelta(hours=h)), user_id=user, event_type=t, session_id=f"s_new_{h}",
+             duration=5, device="desktop", platform=platform, page="/", country="US", region="Texas", city="Austin")
+        for h, t in ((3, "zz_new_type"), (4, "aa_late_type"), (5, "zz_new_type"))])
     assert run_refresh(settings).success
     oracle = duckdb.connect()
     oracle.execute(f"ATTACH '{settings.warehouse_path}' AS wh (READ_ONLY)")
@@ -52,6 +66,9 @@ def many_users(tmp_path_factory):
         os.environ.pop("ENGAGE_HOME", None)
     else:
         os.environ["ENGAGE_HOME"] = previous
+
+
+FIRST_RUN: dict = {}  # facts of the fixture's first refresh
 
 
 def check(client, oracle, q: PipeQuery, cached: bool) -> None:
@@ -287,3 +304,93 @@ def test_calendar_bucket():
                  (D(2024, 2, 1), D(2024, 2, 28, 23)), (D(2025, 1, 14, 1), D(2025, 1, 14, 23)),
                  (D(2025, 1, 14), D(2025, 1, 14, 22))]:
         assert calendar_bucket(a, b) is None, (a, b)
+
+
+def test_event_type_bits_are_stable_across_runs(many_users):
+    """A type keeps its bit across incremental runs (the stored masks stay valid); types first seen
+    later get the next bits, even one whose events are late (older than the known types' first)."""
+    _, _, settings = many_users
+    with duckdb.connect(str(current_snapshot(settings).path), read_only=True) as con:
+        bits = dict(con.execute("SELECT event_type, bit FROM event_type_bits").fetchall())
+    first = FIRST_RUN["type_bits"]
+    assert len(first) >= 5 and sorted(first.values()) == list(range(len(first)))
+    assert {t: bits[t] for t in first} == first
+    assert sorted(bits[t] for t in ("aa_late_type", "zz_new_type")) == [len(first), len(first) + 1]
+
+
+def test_event_metrics_over_any_window_equal_the_reference(many_users):
+    """Windows the spans leave (up to 60 days, whole days or not, any filters): the event-type
+    masks, including the late new types' day."""
+    client, oracle, _ = many_users
+    _, day, platform = FIRST_RUN["active_user"]
+    windows = [(day, day + dt.timedelta(hours=23, minutes=59, seconds=59)),
+               (day - dt.timedelta(days=2, hours=-3), day + dt.timedelta(hours=4, minutes=30)),
+               (day + dt.timedelta(hours=4), day + dt.timedelta(days=3, hours=23))]
+    rng = random.Random(7)
+    for i in range(24):
+        a = END - dt.timedelta(days=125) + dt.timedelta(hours=rng.randrange(130 * 24))
+        if i % 2:
+            a = a.replace(hour=0)
+            windows.append((a, a + dt.timedelta(days=rng.randint(1, 60), seconds=-1)))
+        else:
+            windows.append((a, a + dt.timedelta(hours=rng.randint(1, 60 * 24), minutes=59, seconds=59)))
+    filters = [{}, {"platform": [platform]}, {"country": ["US", "DE"]}, {"device": ["desktop"], "platform": ["web"]},
+               {"country": [""]}, {"country": ["US"]}]
+    for i, (a, b) in enumerate(windows):
+        check(client, oracle, PipeQuery("event_metrics", a, b, filters=filters[i % len(filters)],
+                                        limit=(2, 10000)[i % 2]), False)
+
+
+def _event_metrics_on(path, q: PipeQuery, general):
+    from serving import fastpath
+    from serving.params import PipeQuery as ServingQuery
+    from serving.pipes import PIPES
+
+    sq = ServingQuery(q.pipe, q.start, q.end, q.time_bucket, q.filters, q.limit, q.group_by, q.segment_by_platform)
+    with duckdb.connect(str(path), read_only=True) as con:
+        res = fastpath.event_types(general)(con.cursor(), sq, PIPES[q.pipe])
+    return expected_rows([dict(zip([c.name for c in res.columns], r)) for r in res.rows])
+
+
+def _snapshot_copy(settings, path, *statements: str):
+    shutil.copy(current_snapshot(settings).path, path)
+    with duckdb.connect(str(path)) as con:
+        for sql in statements:
+            con.execute(sql)
+    return path
+
+
+def test_event_type_masks_count_every_bit(many_users, tmp_path):
+    """The top bits of the UBIGINT masks (up to bit 63) count like the low ones."""
+    _, oracle, settings = many_users
+    with duckdb.connect(str(current_snapshot(settings).path), read_only=True) as con:
+        shift = 64 - con.execute("SELECT max(bit) + 1 FROM event_type_bits").fetchone()[0]
+    path = _snapshot_copy(settings, tmp_path / "high-bits.duckdb", f"UPDATE event_type_bits SET bit = bit + {shift}",
+                          f"UPDATE user_event_types_daily SET event_types = event_types << {shift}")
+
+    def general(*_):
+        raise AssertionError("fell back to the general path")
+
+    for q in (PipeQuery("event_metrics", D(2024, 12, 1), D(2025, 1, 20, 23, 59, 59)),
+              PipeQuery("event_metrics", D(2024, 12, 1, 5), D(2025, 2, 3, 11, 59, 59), filters={"country": ["US"]})):
+        assert_rows_equal(_event_metrics_on(path, q, general), expected_rows(reference_answer(oracle, q)), q)
+
+
+def test_event_metrics_without_usable_masks_take_the_general_path(many_users, tmp_path):
+    """More event types than a mask has bits, or a snapshot published before the masks existed:
+    the general path answers."""
+    _, _, settings = many_users
+    q = PipeQuery("event_metrics", D(2024, 12, 1), D(2025, 1, 20, 23, 59, 59))
+    for name, sql in (("many-types", "INSERT INTO event_type_bits VALUES ('type_65', 64)"),
+                      ("no-masks", "DROP TABLE user_event_types_daily"),
+                      ("no-bits", "DROP TABLE event_type_bits")):
+        path = _snapshot_copy(settings, tmp_path / f"{name}.duckdb", sql)
+        calls = []
+
+        def general(cur, sq, pipe):
+            calls.append(sq)
+            raise LookupError("general")
+
+        with pytest.raises(LookupError):
+            _event_metrics_on(path, q, general)
+        assert len(calls) == 1, name
