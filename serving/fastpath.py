@@ -14,8 +14,8 @@ whose filters fit those rows is answered as:
 The ranking pipes over exactly one calendar day, ISO week or month without filters read the cube
 rows of that bucket (``engagement_cube`` for event_metrics, ``geo_cube`` for the places); over
 other windows of whole days that cover most of the data, the user spans (``ranking`` below).
-event_metrics over the other windows with a whole day, whatever the filters: the event-type masks
-(``event_types`` below).
+Both over the other windows with a whole day, whatever the filters: the event-type masks
+(``masked_ranking`` below).
 
 Distinct counts are never added across buckets or parts: each output bucket is either one cube row
 (the distinct count of exactly that bucket) or computed whole by the general path. Anything else
@@ -174,7 +174,7 @@ def active_users(general: Callable) -> Callable:
     return answer
 
 
-__all__ = ["engagement", "active_users", "ranking", "event_types", "split_window", "bucket_end"]
+__all__ = ["engagement", "active_users", "ranking", "masked_ranking", "split_window", "bucket_end"]
 
 
 # ----------------------------------------------------------------------------- ranking pipes
@@ -371,64 +371,92 @@ def _type_bits(cur) -> dict[int, str] | None:
     return snapshot_fact(("event_type_bits",), load)
 
 
-def event_types(general: Callable) -> Callable:
-    """event_metrics over any window with a whole day and any filters (the cases the user spans
-    leave, ``ranking``).
+def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
+    """The ranking pipes over any window with a whole day, whatever the filters (the cases the user
+    spans leave, ``ranking``), from the event-type masks (docs/ARCHITECTURE.md, "Event-type masks").
 
-    Distinct users per event type: one aggregation by user of the event-type masks
-    (user_event_types_daily for the window's whole days, user_engagement_hourly with each row's type
-    bit for its partial edge days): ``bit_or`` gives each user's set of types in the window, and the
-    users are then counted per distinct set, a few hundred rows, whose bits numpy adds up per type.
-    Exact: a user counts for a type iff one of their rows in the window has that type. Sums:
-    event_day_sums for the whole days when the filters are one single value (or none), else the
-    engagement marts, added with the edge hours' sums."""
+    The window's whole days are read from user_event_types_daily (one row per day × user × platform,
+    device, country, region, city with the set of event types sent, ~2.5x fewer rows than the daily
+    marts), its partial edge days from the pipe's hourly mart. Distinct users:
+
+    * event_metrics: one aggregation by user (``bit_or``) gives each user's set of types in the
+      window; the users are counted per distinct set (a few hundred), and numpy adds those counts up
+      per type bit. A user counts for a type iff one of their rows in the window has that type.
+    * geographic_distribution: ``count(DISTINCT user_key)`` per place at the group_by level over those
+      rows, an event_type filter being a test of the mask's bits.
+
+    Sums: the day sums for the whole days when the filters are one single value (or none; for the
+    places plus any country list), else the pipe's marts, added to the edge hours' sums."""
 
     def answer(cur, q: PipeQuery, pipe) -> Result:
         try:
             bits = _type_bits(cur)
         except duckdb.CatalogException:  # a snapshot published before the type bits existed
             return general(cur, q, pipe)
-        if bits is None:
-            return general(cur, q, pipe)
         parts = window_parts(q.h_start, q.h_end)
-        if all(part.grain == "hourly" for part in parts):  # under a day's rows: the general path is as quick
+        if bits is None or all(part.grain == "hourly" for part in parts):  # under a day: the general path is as quick
             return general(cur, q, pipe)
+        marts = _RANKING[pipe.name]
+        keys = level_keys(q)
+        klist = ", ".join(f"r.{k}" for k in keys)
         filters = pipe.filters_of(q)
-        single = _one_filter(filters, pipe.filters)
+        rest = {k: v for k, v in filters.items() if k != marts.key_filter}
+        single = _one_filter(rest, marts.single)
+        type_bits = {t: b for b, t in bits.items()}
         users_sql, sums_sql, params, sum_params = [], [], [], []
         for part in parts:
             where, where_params = part_where(part, filters, prefix="r.")
             if part.grain == "daily":
-                users_sql.append(f"SELECT r.user_key, r.event_types FROM user_event_types_daily AS r WHERE {where}")
+                types = filters.get("event_type")
+                mask_where, mask_params = part_where(part, {k: v for k, v in filters.items() if k != "event_type"}, "r.")
+                if types is not None:  # rows with one of these types (none when no such type has a bit)
+                    mask_where += " AND (r.event_types & CAST(? AS UBIGINT)) <> 0"
+                    mask_params.append(sum(1 << type_bits[t] for t in set(types) if t in type_bits))
+                source = "r.event_types" if pipe.name == "event_metrics" else klist
+                users_sql.append(f"SELECT r.user_key, {source} FROM user_event_types_daily AS r WHERE {mask_where}")
+                params += mask_params
             else:
-                users_sql.append("SELECT r.user_key, CAST(1 AS UBIGINT) << b.bit AS event_types "
-                                 "FROM user_engagement_hourly AS r JOIN event_type_bits AS b USING (event_type) "
-                                 f"WHERE {where}")
-            params += where_params
+                if pipe.name == "event_metrics":
+                    source, join = "CAST(1 AS UBIGINT) << b.bit AS event_types", " JOIN event_type_bits AS b USING (event_type)"
+                else:
+                    source, join = klist, ""
+                users_sql.append(f"SELECT r.user_key, {source} FROM {pipe.marts}_hourly AS r{join} WHERE {where}")
+                params += where_params
             if part.grain == "daily" and single is not None:
-                sums_sql.append("SELECT event_type, event_count, duration_sum FROM event_day_sums "
-                                "WHERE filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?")
-                sum_params += [*single, part.lo, part.hi]
+                key_where, key_params = "", []
+                if marts.key_filter in filters:
+                    key_where, key_params = f" AND list_contains(?::VARCHAR[], r.{marts.key_filter})", [filters[marts.key_filter]]
+                sums_sql.append(f"SELECT {klist}, r.event_count, r.duration_sum FROM {marts.sums} AS r WHERE r.filter_dim = ? "
+                                f"AND r.filter_value = ? AND r.period_start BETWEEN ? AND ?{key_where}")
+                sum_params += [*single, part.lo, part.hi, *key_params]
             else:
-                sums_sql.append(f"SELECT event_type, event_count, duration_sum FROM user_engagement_{part.grain} AS r "
-                                f"WHERE {where}")
+                sums_sql.append(f"SELECT {klist}, r.event_count, r.duration_sum FROM {pipe.marts}_{part.grain} AS r WHERE {where}")
                 sum_params += where_params
+        users_from = " UNION ALL ".join(users_sql)
         try:
-            sets = cur.execute(f"""
+            if pipe.name == "event_metrics":
+                sets = cur.execute(f"""
 SELECT event_types, count(*) AS users, sum(n) AS source_rows FROM (
-    SELECT bit_or(event_types) AS event_types, count(*) AS n FROM ({" UNION ALL ".join(users_sql)}) GROUP BY user_key
+    SELECT bit_or(event_types) AS event_types, count(*) AS n FROM ({users_from}) GROUP BY user_key
 ) GROUP BY event_types""", params).fetchnumpy()
+                masks = np.asarray(sets["event_types"], dtype=np.uint64)
+                counts = np.asarray(sets["users"], dtype=np.int64)
+                users = {(bits[b],): int(counts[(masks >> np.uint64(b)) & np.uint64(1) == 1].sum()) for b in bits}
+                n = int(np.asarray(sets["source_rows"]).sum())
+            else:
+                got = cur.execute(f"SELECT {', '.join(keys)}, count(DISTINCT user_key), count(*) FROM ({users_from}) "
+                                  f"GROUP BY ALL", params).fetchall()
+                k = len(keys)
+                users = {r[:k]: int(r[k]) for r in got}
+                n = sum(int(r[k + 1]) for r in got)
         except (duckdb.CatalogException, duckdb.BinderException):  # published before the masks existed
             return general(cur, q, pipe)
-        sums = cur.execute(f"""
-SELECT event_type, sum(event_count) AS ec, sum(duration_sum), count(*) FROM ({" UNION ALL ".join(sums_sql)})
-GROUP BY event_type""", sum_params).fetchall()
-        masks = np.asarray(sets["event_types"], dtype=np.uint64)
-        counts = np.asarray(sets["users"], dtype=np.int64)
-        users = {bits[b]: int(counts[(masks >> np.uint64(b)) & np.uint64(1) == 1].sum()) for b in bits}
-        ranked = sorted((r for r in sums if r[1]), key=lambda r: (-r[1], r[0]))  # code-point order, as DuckDB
-        rows = [(t, int(ec), users.get(t, 0), _avg(ds, ec)) for t, ec, ds, _ in ranked[:q.limit]]
-        n = int(np.asarray(sets["source_rows"]).sum()) + sum(int(r[3]) for r in sums)
+        sums = cur.execute(f"SELECT {', '.join(keys)}, sum(event_count), sum(duration_sum), count(*) "
+                           f"FROM ({' UNION ALL '.join(sums_sql)}) GROUP BY ALL", sum_params).fetchall()
+        k = len(keys)
+        ranked = sorted((r for r in sums if r[k]), key=lambda r: (-r[k], r[:k]))  # code-point order, as DuckDB
+        rows = [(*r[:k], int(r[k]), users.get(r[:k], 0), _avg(r[k + 1], r[k])) for r in ranked[:q.limit]]
+        n += sum(int(r[k + 2]) for r in sums)
         return Result(pipe.columns_for(q), rows, len(ranked), n, n * _CUBE_ROW_BYTES)
 
     return answer

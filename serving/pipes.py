@@ -179,12 +179,21 @@ def _ranking(cur: Cursor, q: PipeQuery, pipe: Pipe, keys: Sequence[str]) -> Resu
     return Result(pipe.columns_for(q), rows, total, n, _bytes(cols, n))
 
 
+def _place_keys(q: PipeQuery) -> tuple[str, ...]:
+    """geographic_distribution's ranking keys: the places at the requested group_by level."""
+    return GROUP_BY[q.group_by]
+
+
+def _event_type_key(q: PipeQuery) -> tuple[str, ...]:
+    return ("event_type",)
+
+
 def _geographic_distribution(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
-    return _ranking(cur, q, pipe, GROUP_BY[q.group_by])
+    return _ranking(cur, q, pipe, _place_keys(q))
 
 
 def _event_metrics(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
-    return _ranking(cur, q, pipe, ("event_type",))
+    return _ranking(cur, q, pipe, _event_type_key(q))
 
 
 # ----------------------------------------------------------------------------- declarations
@@ -263,7 +272,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             _UNIQUE_USERS,
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
-        answer=fastpath.ranking(_geographic_distribution, lambda q: GROUP_BY[q.group_by]),
+        answer=fastpath.ranking(fastpath.masked_ranking(_geographic_distribution, _place_keys), _place_keys),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&event_type=page_view",
         select_columns=lambda q: (*GROUP_BY[q.group_by], "event_count", "unique_users", "avg_duration"),
     ),
@@ -281,7 +290,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             _UNIQUE_USERS,
             Column("avg_duration", "Float64", "Average event duration, seconds."),
         ),
-        answer=fastpath.ranking(fastpath.event_types(_event_metrics), lambda q: ("event_type",)),
+        answer=fastpath.ranking(fastpath.masked_ranking(_event_metrics, _event_type_key), _event_type_key),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59",
     ),
 )}

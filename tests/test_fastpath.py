@@ -239,6 +239,13 @@ def test_fast_paths_do_not_fall_back(many_users):
             (fastpath.ranking(general, lambda q: ("event_type",)), PipeQuery("event_metrics", *most)),
             (fastpath.ranking(general, lambda q: ("event_type",)),
              PipeQuery("event_metrics", *most, filters={"country": ["US"]})),
+            # the event-type masks: hours at the edges, several filters
+            (fastpath.masked_ranking(general, lambda q: ("event_type",)),
+             PipeQuery("event_metrics", D(2024, 12, 1, 5), D(2025, 1, 20, 17, 59, 59),
+                       filters={"country": ["US", "DE"], "platform": ["web"]})),
+            (fastpath.masked_ranking(general, lambda q: GROUP_BY[q.group_by]),
+             PipeQuery("geographic_distribution", D(2024, 12, 1, 5), D(2025, 1, 20, 17, 59, 59), group_by="region",
+                       filters={"event_type": ["click", "page_view"], "platform": ["web"]})),
         ]
         for answer, q in cases:
             sq = ServingQuery(q.pipe, q.start, q.end, q.time_bucket, q.filters, q.limit, q.group_by,
@@ -318,7 +325,7 @@ def test_event_type_bits_are_stable_across_runs(many_users):
     assert sorted(bits[t] for t in ("aa_late_type", "zz_new_type")) == [len(first), len(first) + 1]
 
 
-def test_event_metrics_over_any_window_equal_the_reference(many_users):
+def test_rankings_over_any_window_equal_the_reference(many_users):
     """Windows the spans leave (up to 60 days, whole days or not, any filters): the event-type
     masks, including the late new types' day."""
     client, oracle, _ = many_users
@@ -334,11 +341,16 @@ def test_event_metrics_over_any_window_equal_the_reference(many_users):
             windows.append((a, a + dt.timedelta(days=rng.randint(1, 60), seconds=-1)))
         else:
             windows.append((a, a + dt.timedelta(hours=rng.randint(1, 60 * 24), minutes=59, seconds=59)))
-    filters = [{}, {"platform": [platform]}, {"country": ["US", "DE"]}, {"device": ["desktop"], "platform": ["web"]},
-               {"country": [""]}, {"country": ["US"]}]
+    event_filters = [{}, {"platform": [platform]}, {"country": ["US", "DE"]},
+                     {"device": ["desktop"], "platform": ["web"]}, {"country": [""]}, {"country": ["US"]}]
+    geo_filters = [{}, {"event_type": ["aa_late_type"]}, {"event_type": ["click", "zz_new_type", "absent"]},
+                   {"country": ["US"], "platform": ["web"]}, {"event_type": ["page_view"], "device": ["mobile"]},
+                   {"event_type": ["absent"]}, {"platform": [platform]}, {"country": ["DE", ""]}]
     for i, (a, b) in enumerate(windows):
-        check(client, oracle, PipeQuery("event_metrics", a, b, filters=filters[i % len(filters)],
+        check(client, oracle, PipeQuery("event_metrics", a, b, filters=event_filters[i % len(event_filters)],
                                         limit=(2, 10000)[i % 2]), False)
+        check(client, oracle, PipeQuery("geographic_distribution", a, b, filters=geo_filters[i % len(geo_filters)],
+                                        group_by=("country", "region", "city")[i % 3], limit=(10000, 3)[i % 2]), False)
 
 
 def _event_metrics_on(path, q: PipeQuery, general):
@@ -348,7 +360,7 @@ def _event_metrics_on(path, q: PipeQuery, general):
 
     sq = ServingQuery(q.pipe, q.start, q.end, q.time_bucket, q.filters, q.limit, q.group_by, q.segment_by_platform)
     with duckdb.connect(str(path), read_only=True) as con:
-        res = fastpath.event_types(general)(con.cursor(), sq, PIPES[q.pipe])
+        res = fastpath.masked_ranking(general, lambda q: ("event_type",))(con.cursor(), sq, PIPES[q.pipe])
     return expected_rows([dict(zip([c.name for c in res.columns], r)) for r in res.rows])
 
 

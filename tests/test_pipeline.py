@@ -50,7 +50,8 @@ MART_MEASURES = {
 MART_QUERIES = {
     "event_type_bits": "SELECT event_type, count(DISTINCT bit) OVER () = count(*) OVER () FROM marts.event_type_bits",
     "user_event_types_daily": """
-        SELECT m.period_start, u.user_id, m.platform, m.device, m.country, list_sort(list(b.event_type))
+        SELECT m.period_start, u.user_id, m.platform, m.device, m.country, m.region, m.city,
+               list_sort(list(b.event_type))
         FROM marts.user_event_types_daily AS m
         JOIN marts.event_type_bits AS b ON (m.event_types >> b.bit) & 1 = 1
         LEFT JOIN intermediate.int_user_keys AS u USING (user_key)
