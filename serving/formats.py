@@ -41,6 +41,16 @@ class Result:
     rows_read: int = 0
     bytes_read: int = 0
     statistics: dict[str, Any] = field(default_factory=dict)
+    # Rendered output per format, made once: the result cache's copies of a result share this dict,
+    # so a cached answer is not rendered again (only the JSON statistics differ per request).
+    rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _once(result: Result, fmt: str, render: Callable[[Result], bytes]) -> bytes:
+    body = result.rendered.get(fmt)
+    if body is None:
+        body = result.rendered[fmt] = render(result)
+    return body
 
 
 def _fmt_datetime(t: datetime | None) -> str | None:
@@ -67,23 +77,37 @@ def _text_rows(result: Result) -> list[tuple]:
 
 
 def render_json(result: Result) -> bytes:
+    """Tinybird's JSON shape; ``statistics`` (this request's) last, after the rendered-once rest."""
+    return _once(result, "json", _json_without_statistics) + orjson.dumps(result.statistics) + b"}"
+
+
+def _json_without_statistics(result: Result) -> bytes:
+    """``{"meta":…,"data":…,"rows":…,"rows_before_limit_at_least":…,"statistics":`` (open)."""
     names = [c.name for c in result.columns]
-    return orjson.dumps({
+    closed = orjson.dumps({
         "meta": [{"name": c.name, "type": c.type} for c in result.columns],
         "data": [dict(zip(names, row)) for row in _text_rows(result)],
         "rows": len(result.rows),
         "rows_before_limit_at_least": result.rows_before_limit,
-        "statistics": result.statistics,
     })
+    return closed[:-1] + b',"statistics":'
 
 
 def render_ndjson(result: Result) -> bytes:
+    return _once(result, "ndjson", _ndjson)
+
+
+def _ndjson(result: Result) -> bytes:
     names = [c.name for c in result.columns]
     dumps = orjson.dumps
     return b"".join(dumps(dict(zip(names, row))) + b"\n" for row in _text_rows(result))
 
 
 def render_csv(result: Result) -> bytes:
+    return _once(result, "csv", _csv)
+
+
+def _csv(result: Result) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([c.name for c in result.columns])
@@ -104,6 +128,10 @@ def _arrow_type(t: str):
 
 
 def render_parquet(result: Result) -> bytes:
+    return _once(result, "parquet", _parquet)
+
+
+def _parquet(result: Result) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

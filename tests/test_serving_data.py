@@ -250,6 +250,27 @@ def test_json_shape_and_types(client, data_range):
                     assert isinstance(v, str)
 
 
+def test_cached_answers_are_rendered_once_with_their_own_statistics(client, data_range):
+    """A cached answer's body is rendered once (serving/formats.py, Result.rendered) and reused: the
+    same bytes but for this request's statistics, and those bytes are what rendering it anew gives."""
+    from serving.formats import Column, Result, render_json
+
+    lo, hi = data_range
+    path = f"/v0/pipes/active_users.json?token={ADMIN}&start_date={fmt(lo)}&end_date={fmt(hi)}"
+    first, second = client.get(path).json(), client.get(path).json()
+    assert {k: v for k, v in first.items() if k != "statistics"} == {k: v for k, v in second.items() if k != "statistics"}
+    assert first["statistics"]["rows_read"] == second["statistics"]["rows_read"] > 0
+
+    result = Result((Column("time_bucket", "DateTime"), Column("n", "UInt64")), [(D(2024, 1, 1), 3)], 1)
+    for stats in ({"elapsed": 0.5}, {"elapsed": 0.25, "rows_read": 7}):
+        result.statistics = stats
+        assert render_json(result) == orjson.dumps({
+            "meta": [{"name": "time_bucket", "type": "DateTime"}, {"name": "n", "type": "UInt64"}],
+            "data": [{"time_bucket": "2024-01-01 00:00:00", "n": 3}], "rows": 1, "rows_before_limit_at_least": 1,
+            "statistics": stats})
+    assert list(result.rendered) == ["json"]
+
+
 def _json_body(client, path):
     r = client.get(path.replace(".FMT", ".json"))
     assert r.status_code == 200
