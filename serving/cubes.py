@@ -1,5 +1,5 @@
-"""The bucket cubes (``engagement_cube``, ``activity_cube``, ``geo_cube``) held in memory, once per
-snapshot.
+"""The bucket cubes (``engagement_cube``, ``activity_cube``, ``geo_cube``) and the ranking pipes' day
+sums (``event_day_sums``, ``geo_day_sums``) held in memory, once per snapshot.
 
 A request that the cubes answer reads one contiguous run of cube rows: one selector (grain,
 filter, platform; grain, group_by) and a range of bucket starts (a ranking: the rows of one
@@ -41,6 +41,13 @@ ACTIVITY = CubeSpec("activity_cube", ("grain", "filter_dim", "filter_value", "pl
 GEO = CubeSpec("geo_cube", ("grain", "group_by"), _SUMS, labels=("country", "region", "city"))
 
 
+# The ranking pipes' day sums (no users): summed over a window's days per key (``DaySums``).
+EVENT_DAY_SUMS = CubeSpec("event_day_sums", ("filter_dim", "filter_value"), ("event_count", "duration_sum"),
+                          labels=("event_type",))
+GEO_DAY_SUMS = CubeSpec("geo_day_sums", ("filter_dim", "filter_value"), ("event_count", "duration_sum"),
+                        labels=("country", "region", "city"))
+
+
 class CubeIndex:
     """One cube's rows: for each selector value, its bucket starts (ascending), labels and measures."""
 
@@ -71,16 +78,76 @@ class CubeIndex:
 
     def rows(self, key: tuple, lo: datetime, hi: datetime) -> list[tuple]:
         """(period_start, *labels, *measures) of the rows of selector ``key`` with lo <= period_start <= hi."""
-        bounds = self._slices.get(key)
-        if bounds is None:
-            return []
-        s, e = bounds
-        ps = self._period_start[s:e]
-        i = s + int(np.searchsorted(ps, np.datetime64(lo, "us"), "left"))
-        j = s + int(np.searchsorted(ps, np.datetime64(hi, "us"), "right"))
+        i, j = _bucket_range(self._slices, self._period_start, key, lo, hi)
         if i >= j:
             return []
         return list(zip(self._period_start[i:j].tolist(), *(c[i:j].tolist() for c in self._columns)))
+
+
+class DaySums:
+    """A day-sums mart (``EVENT_DAY_SUMS``, ``GEO_DAY_SUMS``) in memory: per selector (filter), its
+    rows by day, each key (the labels' first 1, 2… columns) as an integer code, so that a window's
+    sums per key are one ``np.add.at`` over its rows (exact int64) instead of a DuckDB statement
+    (~2.5-3.7 ms at 10 M events). No Python object per row: the codes' names are kept once."""
+
+    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, codes: list[np.ndarray],
+                 names: list[list[tuple]], measures: list[np.ndarray]):
+        self._slices, self._period_start = slices, period_start
+        self._codes, self._names, self._measures = codes, names, measures  # codes/names per key depth
+
+    @classmethod
+    def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "DaySums":
+        order = ", ".join(spec.selector)
+        depths = [", ".join(spec.labels[:d]) for d in range(1, len(spec.labels) + 1)]
+        groups = cur.execute(f"SELECT {order}, count(*) FROM {spec.table} GROUP BY ALL ORDER BY {order}").fetchall()
+        ranks = ", ".join(f"dense_rank() OVER (ORDER BY {cols}) - 1 AS code{d}" for d, cols in enumerate(depths))
+        data = cur.execute(f"SELECT period_start, {ranks}, {', '.join(spec.measures)} FROM {spec.table} "
+                           f"ORDER BY {order}, period_start").fetchnumpy()
+        names = []
+        for cols in depths:  # code -> key, in the same order as the ranks
+            keys = cur.execute(f"SELECT DISTINCT {cols} FROM {spec.table} ORDER BY {cols}").fetchall()
+            names.append(keys)
+        slices, start = {}, 0
+        for *key, n in groups:
+            slices[tuple(key)] = (start, start + n)
+            start += n
+        return cls(slices, np.asarray(data["period_start"]),
+                   [np.asarray(data[f"code{d}"], dtype=np.int64) for d in range(len(depths))], names,
+                   [np.asarray(data[m], dtype=np.int64) for m in spec.measures])
+
+    @property
+    def size(self) -> int:
+        return len(self._period_start)
+
+    def selectors(self) -> list[tuple]:
+        return list(self._slices)
+
+    def totals(self, key: tuple, lo: datetime, hi: datetime, depth: int) -> tuple[list[tuple], int]:
+        """([(*the first ``depth`` labels, *each measure summed)] over the rows of selector ``key``
+        with lo <= period_start <= hi, one per key with rows; the number of rows summed)."""
+        i, j = _bucket_range(self._slices, self._period_start, key, lo, hi)
+        if i >= j:
+            return [], 0
+        codes, inverse = np.unique(self._codes[depth - 1][i:j], return_inverse=True)
+        sums = []
+        for m in self._measures:
+            total = np.zeros(len(codes), dtype=np.int64)
+            np.add.at(total, inverse, m[i:j])
+            sums.append(total.tolist())
+        names = self._names[depth - 1]
+        return [(*names[c], *(s[k] for s in sums)) for k, c in enumerate(codes.tolist())], j - i
+
+
+def _bucket_range(slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, key: tuple, lo: datetime,
+                  hi: datetime) -> tuple[int, int]:
+    """[i, j): the rows of selector ``key`` with lo <= period_start <= hi (sorted by period_start)."""
+    bounds = slices.get(key)
+    if bounds is None:
+        return 0, 0
+    s, e = bounds
+    ps = period_start[s:e]
+    return (s + int(np.searchsorted(ps, np.datetime64(lo, "us"), "left")),
+            s + int(np.searchsorted(ps, np.datetime64(hi, "us"), "right")))
 
 
 def _objects(column: np.ndarray) -> np.ndarray:
@@ -95,14 +162,19 @@ def _objects(column: np.ndarray) -> np.ndarray:
 def cube_index(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | None:
     """The in-memory copy of ``spec``'s cube in the snapshot ``cur`` reads (loaded once per snapshot,
     serving/snapshots.py ``snapshot_fact``). None for a snapshot without the cube."""
-    return snapshot_fact(("cube", spec.table), lambda: _load(cur, spec))
+    return snapshot_fact(("cube", spec.table), lambda: _load(cur, spec, CubeIndex))
 
 
-def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | None:
+def day_sums(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> DaySums | None:
+    """The in-memory copy of a day-sums mart (as ``cube_index``)."""
+    return snapshot_fact(("day_sums", spec.table), lambda: _load(cur, spec, DaySums))
+
+
+def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec, kind: type) -> CubeIndex | DaySums | None:
     started = time.perf_counter()
     try:
-        index = CubeIndex.load(cur, spec)
-    except duckdb.CatalogException:  # a snapshot published before the cubes existed
+        index = kind.load(cur, spec)
+    except duckdb.CatalogException:  # a snapshot published before the mart existed
         return None
     # once per snapshot: worth a line (a request waited for it)
     log.info("event=cube_loaded table=%s rows=%d selectors=%d seconds=%.3f", spec.table, index.size,
@@ -110,4 +182,5 @@ def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> CubeIndex | None:
     return index
 
 
-__all__ = ["ACTIVITY", "ENGAGEMENT", "GEO", "CubeIndex", "CubeSpec", "cube_index"]
+__all__ = ["ACTIVITY", "ENGAGEMENT", "EVENT_DAY_SUMS", "GEO", "GEO_DAY_SUMS", "CubeIndex", "CubeSpec", "DaySums",
+           "cube_index", "day_sums"]

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import duckdb
 import numpy as np
 
-from serving.cubes import ACTIVITY, ENGAGEMENT, GEO, cube_index
+from serving.cubes import ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, cube_index, day_sums
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
 from serving.query import part_where, window_parts
@@ -358,6 +358,7 @@ def _avg(total, count):
 # ----------------------------------------------------------------------------- event-type masks
 
 MASK_BITS = 64  # user_event_types_daily.event_types is a UBIGINT
+_DAY_SUMS = {spec.table: spec for spec in (EVENT_DAY_SUMS, GEO_DAY_SUMS)}
 
 
 def _type_bits(cur) -> dict[int, str] | None:
@@ -385,8 +386,9 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
     * geographic_distribution: ``count(DISTINCT user_key)`` per place at the group_by level over those
       rows, an event_type filter being a test of the mask's bits.
 
-    Sums: the day sums for the whole days when the filters are one single value (or none; for the
-    places plus any country list), else the pipe's marts, added to the edge hours' sums."""
+    Sums: the day sums (in memory, serving/cubes.py ``DaySums``) for the whole days when the filters
+    are one single value (or none; for the places plus any country list), else the pipe's marts,
+    added to the edge hours' sums."""
 
     def answer(cur, q: PipeQuery, pipe) -> Result:
         try:
@@ -404,6 +406,8 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
         single = _one_filter(rest, marts.single)
         type_bits = {t: b for b, t in bits.items()}
         users_sql, sums_sql, params, sum_params = [], [], [], []
+        sums_from_memory: list[tuple] = []
+        n = 0
         for part in parts:
             where, where_params = part_where(part, filters, prefix="r.")
             if part.grain == "daily":
@@ -422,13 +426,14 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
                     source, join = klist, ""
                 users_sql.append(f"SELECT r.user_key, {source} FROM {pipe.marts}_hourly AS r{join} WHERE {where}")
                 params += where_params
-            if part.grain == "daily" and single is not None:
-                key_where, key_params = "", []
+            index = day_sums(cur, _DAY_SUMS[marts.sums]) if part.grain == "daily" and single is not None else None
+            if index is not None:  # the whole days' sums per key, from memory
+                got, n_summed = index.totals(single, part.lo, part.hi, len(keys))
                 if marts.key_filter in filters:
-                    key_where, key_params = f" AND list_contains(?::VARCHAR[], r.{marts.key_filter})", [filters[marts.key_filter]]
-                sums_sql.append(f"SELECT {klist}, r.event_count, r.duration_sum FROM {marts.sums} AS r WHERE r.filter_dim = ? "
-                                f"AND r.filter_value = ? AND r.period_start BETWEEN ? AND ?{key_where}")
-                sum_params += [*single, part.lo, part.hi, *key_params]
+                    at = keys.index(marts.key_filter)
+                    got = [r for r in got if r[at] in filters[marts.key_filter]]
+                sums_from_memory += got
+                n += n_summed
             else:
                 sums_sql.append(f"SELECT {klist}, r.event_count, r.duration_sum FROM {pipe.marts}_{part.grain} AS r WHERE {where}")
                 sum_params += where_params
@@ -442,21 +447,29 @@ SELECT event_types, count(*) AS users, sum(n) AS source_rows FROM (
                 masks = np.asarray(sets["event_types"], dtype=np.uint64)
                 counts = np.asarray(sets["users"], dtype=np.int64)
                 users = {(bits[b],): int(counts[(masks >> np.uint64(b)) & np.uint64(1) == 1].sum()) for b in bits}
-                n = int(np.asarray(sets["source_rows"]).sum())
+                n += int(np.asarray(sets["source_rows"]).sum())
             else:
                 got = cur.execute(f"SELECT {', '.join(keys)}, count(DISTINCT user_key), count(*) FROM ({users_from}) "
                                   f"GROUP BY ALL", params).fetchall()
                 k = len(keys)
                 users = {r[:k]: int(r[k]) for r in got}
-                n = sum(int(r[k + 1]) for r in got)
+                n += sum(int(r[k + 1]) for r in got)
         except (duckdb.CatalogException, duckdb.BinderException):  # published before the masks existed
             return general(cur, q, pipe)
-        sums = cur.execute(f"SELECT {', '.join(keys)}, sum(event_count), sum(duration_sum), count(*) "
-                           f"FROM ({' UNION ALL '.join(sums_sql)}) GROUP BY ALL", sum_params).fetchall()
         k = len(keys)
-        ranked = sorted((r for r in sums if r[k]), key=lambda r: (-r[k], r[:k]))  # code-point order, as DuckDB
-        rows = [(*r[:k], int(r[k]), users.get(r[:k], 0), _avg(r[k + 1], r[k])) for r in ranked[:q.limit]]
-        n += sum(int(r[k + 2]) for r in sums)
+        sums: dict[tuple, list[int]] = {}
+        if sums_sql:  # the edge hours (and whole days the day sums do not hold)
+            for r in cur.execute(f"SELECT {', '.join(keys)}, sum(event_count), sum(duration_sum), count(*) "
+                                 f"FROM ({' UNION ALL '.join(sums_sql)}) GROUP BY ALL", sum_params).fetchall():
+                sums[r[:k]] = [int(r[k]), int(r[k + 1])]
+                n += int(r[k + 2])
+        for r in sums_from_memory:
+            total = sums.setdefault(r[:k], [0, 0])
+            total[0] += r[k]
+            total[1] += r[k + 1]
+        ranked = sorted((key + tuple(v) for key, v in sums.items() if v[0]),
+                        key=lambda r: (-r[k], r[:k]))  # code-point order, as DuckDB
+        rows = [(*r[:k], r[k], users.get(r[:k], 0), _avg(r[k + 1], r[k])) for r in ranked[:q.limit]]
         return Result(pipe.columns_for(q), rows, len(ranked), n, n * _CUBE_ROW_BYTES)
 
     return answer
