@@ -261,7 +261,7 @@ def _one_bucket_ranking(cur, pipe, q: PipeQuery, grain: str, keys: tuple[str, ..
 def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
     """The ranking pipes over a window of WHOLE days with no filter or one single-valued filter.
 
-    Sums come from the day-sums mart. Distinct users per key: from the user spans, one row per
+    Sums come from the day-sums mart (in memory, serving/cubes.py ``DaySums``). Distinct users per key: from the user spans, one row per
     (key, user) at the requested level, so users are counted with count(*). A span whose first or
     last active day lies in [A, B] is active in the window; one that does not meet [A, B] is not;
     one that strictly contains [A, B] (undecided) is checked against the daily per-user mart inside
@@ -303,29 +303,24 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
             count_params = [a, b, a, b]
         else:  # every span that meets the window has its first or last day in it
             counts, count_params = "count(*) AS users, 0 AS undecided", []
-        sql = f"""
-WITH s AS (
-    SELECT {klist}, sum(event_count) AS ec, sum(duration_sum) AS ds, count(*) AS n
-    FROM {marts.sums} WHERE filter_dim = ? AND filter_value = ? AND period_start BETWEEN ? AND ?{key_where}
-    GROUP BY {klist}
-),
-u AS (
-    SELECT {klist}, {counts}, count(*) AS n
-    FROM {marts.spans} WHERE {span_where} AND first_day <= ? AND last_day >= ?{key_where}
-    GROUP BY {klist}
-)
-SELECT {", ".join(f"s.{k}" for k in keys)}, s.ec, coalesce(u.users, 0), s.ds, coalesce(u.undecided, 0),
-       count(*) OVER () AS groups, sum(s.n + coalesce(u.n, 0)) OVER () AS source_rows
-FROM s LEFT JOIN u ON {" AND ".join(f"u.{k} = s.{k}" for k in keys)}
-ORDER BY s.ec DESC, {", ".join(f"s.{k}" for k in keys)}
-LIMIT ?"""
-        got = _rows_if_present(cur, sql, [f[0], f[1], a, b, *key_params,
-                                    *count_params, *span_params, b, a, *key_params, q.limit])
-        if got is None:
+        index = day_sums(cur, _DAY_SUMS[marts.sums])
+        got = _rows_if_present(cur, f"""
+SELECT {klist}, {counts}, count(*) AS n
+FROM {marts.spans} WHERE {span_where} AND first_day <= ? AND last_day >= ?{key_where}
+GROUP BY {klist}""", [*count_params, *span_params, b, a, *key_params])
+        if got is None or index is None:
             return general(cur, q, pipe)
         k = len(keys)
-        users = {r[:k]: int(r[k + 1]) for r in got}
-        if any(r[k + 3] for r in got):  # the undecided spans active inside the window
+        sums, n = index.totals(f, a, b, k)  # the keys with events in the window, from memory
+        if key_values:
+            at = keys.index(marts.key_filter)
+            sums = [r for r in sums if r[at] in key_values]
+        counted = {r[:k]: (int(r[k]), int(r[k + 1])) for r in got}  # (decided users, undecided spans)
+        n += sum(int(r[k + 2]) for r in got)
+        ranked = sorted(sums, key=lambda r: (-r[k], r[:k]))  # event_count desc, keys in code-point order
+        top = ranked[:q.limit]
+        users = {r[:k]: counted.get(r[:k], (0, 0))[0] for r in top}
+        if any(counted.get(r[:k], (0, 0))[1] for r in top):  # the undecided spans active inside the window
             join_on = " AND ".join(f"d.{c} = s.{c}" for c in keys)
             daily_filter = f" AND d.{f[0]} = ?" if f[0] else ""
             inside = cur.execute(f"""
@@ -343,10 +338,8 @@ SELECT {klist}, count(*) FROM (
             for r in inside:
                 if r[:k] in users:
                     users[r[:k]] += int(r[k])
-        rows = [(*r[:k], int(r[k]), users[r[:k]], _avg(r[k + 2], r[k])) for r in got]
-        total = int(got[0][k + 4]) if got else 0
-        n = int(got[0][k + 5]) if got else 0
-        return Result(pipe.columns_for(q), rows, total, n, n * _CUBE_ROW_BYTES)
+        rows = [(*r[:k], r[k], users[r[:k]], _avg(r[k + 1], r[k])) for r in top]
+        return Result(pipe.columns_for(q), rows, len(ranked), n, n * _CUBE_ROW_BYTES)
 
     return answer
 
