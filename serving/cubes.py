@@ -48,26 +48,24 @@ GEO_DAY_SUMS = CubeSpec("geo_day_sums", ("filter_dim", "filter_value"), ("event_
                         labels=("country", "region", "city"))
 
 
-class CubeIndex:
-    """One cube's rows: for each selector value, its bucket starts (ascending), labels and measures."""
+class _BySelector:
+    """Rows sorted by (selector, period_start): each selector value's run of rows, and the rows of a
+    range of bucket starts in it by binary search."""
 
-    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, columns: list[np.ndarray]):
+    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray):
         self._slices = slices
         self._period_start = period_start
-        self._columns = columns  # the labels, then the measures
 
-    @classmethod
-    def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "CubeIndex":
-        order = ", ".join(spec.selector)  # the same ORDER BY in both statements: the same row order
+    @staticmethod
+    def _slices_of(cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> dict[tuple, tuple[int, int]]:
+        """{selector: (first row, past its last)} of ``spec``'s rows read ORDER BY selector, period_start."""
+        order = ", ".join(spec.selector)
         groups = cur.execute(f"SELECT {order}, count(*) FROM {spec.table} GROUP BY ALL ORDER BY {order}").fetchall()
-        data = cur.execute(f"SELECT period_start, {', '.join(spec.labels + spec.measures)} FROM {spec.table} "
-                           f"ORDER BY {order}, period_start").fetchnumpy()
         slices, start = {}, 0
-        for *key, n in groups:  # a snapshot never changes: both statements see the same rows
+        for *key, n in groups:  # a snapshot never changes: every statement sees the same rows
             slices[tuple(key)] = (start, start + n)
             start += n
-        columns = [_objects(data[c]) for c in spec.labels] + [np.asarray(data[c]) for c in spec.measures]
-        return cls(slices, np.asarray(data["period_start"]), columns)
+        return slices
 
     @property
     def size(self) -> int:
@@ -76,15 +74,40 @@ class CubeIndex:
     def selectors(self) -> list[tuple]:
         return list(self._slices)
 
+    def _range(self, key: tuple, lo: datetime, hi: datetime) -> tuple[int, int]:
+        """[i, j): the rows of selector ``key`` with lo <= period_start <= hi."""
+        bounds = self._slices.get(key)
+        if bounds is None:
+            return 0, 0
+        s, e = bounds
+        ps = self._period_start[s:e]
+        return (s + int(np.searchsorted(ps, np.datetime64(lo, "us"), "left")),
+                s + int(np.searchsorted(ps, np.datetime64(hi, "us"), "right")))
+
+
+class CubeIndex(_BySelector):
+    """One cube's rows: for each selector value, its bucket starts (ascending), labels and measures."""
+
+    def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, columns: list[np.ndarray]):
+        super().__init__(slices, period_start)
+        self._columns = columns  # the labels, then the measures
+
+    @classmethod
+    def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "CubeIndex":
+        data = cur.execute(f"SELECT period_start, {', '.join(spec.labels + spec.measures)} FROM {spec.table} "
+                           f"ORDER BY {', '.join(spec.selector)}, period_start").fetchnumpy()
+        columns = [_objects(data[c]) for c in spec.labels] + [np.asarray(data[c]) for c in spec.measures]
+        return cls(cls._slices_of(cur, spec), np.asarray(data["period_start"]), columns)
+
     def rows(self, key: tuple, lo: datetime, hi: datetime) -> list[tuple]:
         """(period_start, *labels, *measures) of the rows of selector ``key`` with lo <= period_start <= hi."""
-        i, j = _bucket_range(self._slices, self._period_start, key, lo, hi)
+        i, j = self._range(key, lo, hi)
         if i >= j:
             return []
         return list(zip(self._period_start[i:j].tolist(), *(c[i:j].tolist() for c in self._columns)))
 
 
-class DaySums:
+class DaySums(_BySelector):
     """A day-sums mart (``EVENT_DAY_SUMS``, ``GEO_DAY_SUMS``) in memory: per selector (filter), its
     rows by day, each key (the labels' first 1, 2… columns) as an integer code, so that a window's
     sums per key are one ``np.add.at`` over its rows (exact int64) instead of a DuckDB statement
@@ -92,40 +115,25 @@ class DaySums:
 
     def __init__(self, slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, codes: list[np.ndarray],
                  names: list[list[tuple]], measures: list[np.ndarray]):
-        self._slices, self._period_start = slices, period_start
+        super().__init__(slices, period_start)
         self._codes, self._names, self._measures = codes, names, measures  # codes/names per key depth
 
     @classmethod
     def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "DaySums":
-        order = ", ".join(spec.selector)
         depths = [", ".join(spec.labels[:d]) for d in range(1, len(spec.labels) + 1)]
-        groups = cur.execute(f"SELECT {order}, count(*) FROM {spec.table} GROUP BY ALL ORDER BY {order}").fetchall()
         ranks = ", ".join(f"dense_rank() OVER (ORDER BY {cols}) - 1 AS code{d}" for d, cols in enumerate(depths))
         data = cur.execute(f"SELECT period_start, {ranks}, {', '.join(spec.measures)} FROM {spec.table} "
-                           f"ORDER BY {order}, period_start").fetchnumpy()
-        names = []
-        for cols in depths:  # code -> key, in the same order as the ranks
-            keys = cur.execute(f"SELECT DISTINCT {cols} FROM {spec.table} ORDER BY {cols}").fetchall()
-            names.append(keys)
-        slices, start = {}, 0
-        for *key, n in groups:
-            slices[tuple(key)] = (start, start + n)
-            start += n
-        return cls(slices, np.asarray(data["period_start"]),
+                           f"ORDER BY {', '.join(spec.selector)}, period_start").fetchnumpy()
+        # code -> key, in the ranks' order
+        names = [cur.execute(f"SELECT DISTINCT {cols} FROM {spec.table} ORDER BY {cols}").fetchall() for cols in depths]
+        return cls(cls._slices_of(cur, spec), np.asarray(data["period_start"]),
                    [np.asarray(data[f"code{d}"], dtype=np.int64) for d in range(len(depths))], names,
                    [np.asarray(data[m], dtype=np.int64) for m in spec.measures])
-
-    @property
-    def size(self) -> int:
-        return len(self._period_start)
-
-    def selectors(self) -> list[tuple]:
-        return list(self._slices)
 
     def totals(self, key: tuple, lo: datetime, hi: datetime, depth: int) -> tuple[list[tuple], int]:
         """([(*the first ``depth`` labels, *each measure summed)] over the rows of selector ``key``
         with lo <= period_start <= hi, one per key with rows; the number of rows summed)."""
-        i, j = _bucket_range(self._slices, self._period_start, key, lo, hi)
+        i, j = self._range(key, lo, hi)
         if i >= j:
             return [], 0
         codes, inverse = np.unique(self._codes[depth - 1][i:j], return_inverse=True)
@@ -136,18 +144,6 @@ class DaySums:
             sums.append(total.tolist())
         names = self._names[depth - 1]
         return [(*names[c], *(s[k] for s in sums)) for k, c in enumerate(codes.tolist())], j - i
-
-
-def _bucket_range(slices: dict[tuple, tuple[int, int]], period_start: np.ndarray, key: tuple, lo: datetime,
-                  hi: datetime) -> tuple[int, int]:
-    """[i, j): the rows of selector ``key`` with lo <= period_start <= hi (sorted by period_start)."""
-    bounds = slices.get(key)
-    if bounds is None:
-        return 0, 0
-    s, e = bounds
-    ps = period_start[s:e]
-    return (s + int(np.searchsorted(ps, np.datetime64(lo, "us"), "left")),
-            s + int(np.searchsorted(ps, np.datetime64(hi, "us"), "right")))
 
 
 def _objects(column: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import duckdb
 import numpy as np
 
-from serving.cubes import ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, cube_index, day_sums
+from serving.cubes import ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, CubeSpec, cube_index, day_sums
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
 from serving.query import part_where, window_parts
@@ -182,7 +182,7 @@ __all__ = ["engagement", "active_users", "ranking", "masked_ranking", "split_win
 @dataclasses.dataclass(frozen=True)
 class _RankingMarts:
     spans: str  # first/last active day per (filter, [group_by,] keys, user): one row per (key, user)
-    sums: str  # events and durations per day × (filter, keys)
+    sums: CubeSpec  # events and durations per day × (filter, keys), read from memory (``_window_sums``)
     daily: str  # the per-user daily mart, for the spans that strictly contain the window
     key_filter: str | None  # the filter on a key column (applied to keys, any number of values)
     single: tuple[str, ...]  # the filters the spans and sums are kept for (one value each)
@@ -190,9 +190,9 @@ class _RankingMarts:
 
 
 _RANKING = {
-    "geographic_distribution": _RankingMarts("geo_user_spans", "geo_day_sums", "geographic_distribution_daily",
+    "geographic_distribution": _RankingMarts("geo_user_spans", GEO_DAY_SUMS, "geographic_distribution_daily",
                                              "country", ("event_type", "platform", "device"), levelled=True),
-    "event_metrics": _RankingMarts("event_user_spans", "event_day_sums", "user_engagement_daily",
+    "event_metrics": _RankingMarts("event_user_spans", EVENT_DAY_SUMS, "user_engagement_daily",
                                    None, ("platform", "device", "country"), levelled=False),
 }
 
@@ -202,6 +202,21 @@ _RANKING = {
 # only the window's daily rows, is cheaper (measured in docs/PERFORMANCE.md). Either path is exact;
 # this only picks the faster one.
 SPAN_MIN_COVER = 0.75
+
+
+def _window_sums(cur, marts: _RankingMarts, f: tuple[str, str], lo: datetime, hi: datetime, keys: tuple[str, ...],
+                 key_values: list[str] | None) -> tuple[list[tuple], int] | None:
+    """([(*keys, event_count, duration_sum)] of the keys with events on the days lo..hi under the
+    single filter ``f`` (and, for the places, the country list), the number of day-sums rows summed),
+    from the day sums in memory; None for a snapshot without them."""
+    index = day_sums(cur, marts.sums)
+    if index is None:
+        return None
+    sums, n = index.totals(f, lo, hi, len(keys))
+    if key_values:
+        at = keys.index(marts.key_filter)
+        sums = [r for r in sums if r[at] in key_values]
+    return sums, n
 
 
 def _data_days(cur, sums: str) -> tuple[datetime, datetime] | None:
@@ -283,7 +298,7 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
             if got is not None:
                 return got
         try:
-            days = _data_days(cur, marts.sums)
+            days = _data_days(cur, marts.sums.table)
         except duckdb.CatalogException:  # a snapshot published before the spans existed
             return general(cur, q, pipe)
         if not _covers_most(days, a, b):
@@ -303,18 +318,15 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
             count_params = [a, b, a, b]
         else:  # every span that meets the window has its first or last day in it
             counts, count_params = "count(*) AS users, 0 AS undecided", []
-        index = day_sums(cur, _DAY_SUMS[marts.sums])
         got = _rows_if_present(cur, f"""
 SELECT {klist}, {counts}, count(*) AS n
 FROM {marts.spans} WHERE {span_where} AND first_day <= ? AND last_day >= ?{key_where}
 GROUP BY {klist}""", [*count_params, *span_params, b, a, *key_params])
-        if got is None or index is None:
+        window_sums = _window_sums(cur, marts, f, a, b, keys, key_values)
+        if got is None or window_sums is None:
             return general(cur, q, pipe)
         k = len(keys)
-        sums, n = index.totals(f, a, b, k)  # the keys with events in the window, from memory
-        if key_values:
-            at = keys.index(marts.key_filter)
-            sums = [r for r in sums if r[at] in key_values]
+        sums, n = window_sums  # the keys with events in the window
         counted = {r[:k]: (int(r[k]), int(r[k + 1])) for r in got}  # (decided users, undecided spans)
         n += sum(int(r[k + 2]) for r in got)
         ranked = sorted(sums, key=lambda r: (-r[k], r[:k]))  # event_count desc, keys in code-point order
@@ -351,7 +363,6 @@ def _avg(total, count):
 # ----------------------------------------------------------------------------- event-type masks
 
 MASK_BITS = 64  # user_event_types_daily.event_types is a UBIGINT
-_DAY_SUMS = {spec.table: spec for spec in (EVENT_DAY_SUMS, GEO_DAY_SUMS)}
 
 
 def _type_bits(cur) -> dict[int, str] | None:
@@ -393,7 +404,8 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
             return general(cur, q, pipe)
         marts = _RANKING[pipe.name]
         keys = level_keys(q)
-        klist = ", ".join(f"r.{k}" for k in keys)
+        k = len(keys)
+        klist = ", ".join(f"r.{key}" for key in keys)
         filters = pipe.filters_of(q)
         rest = {k: v for k, v in filters.items() if k != marts.key_filter}
         single = _one_filter(rest, marts.single)
@@ -419,14 +431,12 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
                     source, join = klist, ""
                 users_sql.append(f"SELECT r.user_key, {source} FROM {pipe.marts}_hourly AS r{join} WHERE {where}")
                 params += where_params
-            index = day_sums(cur, _DAY_SUMS[marts.sums]) if part.grain == "daily" and single is not None else None
-            if index is not None:  # the whole days' sums per key, from memory
-                got, n_summed = index.totals(single, part.lo, part.hi, len(keys))
-                if marts.key_filter in filters:
-                    at = keys.index(marts.key_filter)
-                    got = [r for r in got if r[at] in filters[marts.key_filter]]
-                sums_from_memory += got
-                n += n_summed
+            window_sums = None
+            if part.grain == "daily" and single is not None:
+                window_sums = _window_sums(cur, marts, single, part.lo, part.hi, keys, filters.get(marts.key_filter))
+            if window_sums is not None:  # the whole days' sums per key, from memory
+                sums_from_memory += window_sums[0]
+                n += window_sums[1]
             else:
                 sums_sql.append(f"SELECT {klist}, r.event_count, r.duration_sum FROM {pipe.marts}_{part.grain} AS r WHERE {where}")
                 sum_params += where_params
@@ -444,12 +454,10 @@ SELECT event_types, count(*) AS users, sum(n) AS source_rows FROM (
             else:
                 got = cur.execute(f"SELECT {', '.join(keys)}, count(DISTINCT user_key), count(*) FROM ({users_from}) "
                                   f"GROUP BY ALL", params).fetchall()
-                k = len(keys)
                 users = {r[:k]: int(r[k]) for r in got}
                 n += sum(int(r[k + 1]) for r in got)
         except (duckdb.CatalogException, duckdb.BinderException):  # published before the masks existed
             return general(cur, q, pipe)
-        k = len(keys)
         sums: dict[tuple, list[int]] = {}
         if sums_sql:  # the edge hours (and whole days the day sums do not hold)
             for r in cur.execute(f"SELECT {', '.join(keys)}, sum(event_count), sum(duration_sum), count(*) "

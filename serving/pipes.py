@@ -274,7 +274,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
         ),
         answer=fastpath.ranking(fastpath.masked_ranking(_geographic_distribution, _place_keys), _place_keys),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&event_type=page_view",
-        select_columns=lambda q: (*GROUP_BY[q.group_by], "event_count", "unique_users", "avg_duration"),
+        select_columns=lambda q: (*_place_keys(q), "event_count", "unique_users", "avg_duration"),
     ),
     Pipe(
         name="event_metrics",

@@ -1,5 +1,5 @@
 {{ config(materialized='incremental', incremental_strategy='append') }}
--- event_metrics: a bit number per event_type (0, 1, 2… in order of first appearance), its bit in
+-- event_metrics and geographic_distribution: a bit number per event_type (0, 1, 2… in order of first appearance), its bit in
 -- user_event_types_daily.event_types. Only ever appended: a type keeps its bit across incremental
 -- runs, so the stored masks stay valid (a full refresh numbers them again, and rebuilds the masks).
 
