@@ -376,6 +376,47 @@ def _type_bits(cur) -> dict[int, str] | None:
     return snapshot_fact(("event_type_bits",), load)
 
 
+def _place_hashes(cur, spec: CubeSpec, keys: tuple[str, ...]) -> dict[int, tuple] | None:
+    """{hash(keys): keys} of every place of the snapshot at this level (once per snapshot; the day
+    sums hold every place with events). None if two places share a hash: then places are grouped by
+    their names."""
+
+    def load() -> dict[int, tuple] | None:
+        cols = ", ".join(keys)
+        return hash_index(cur.execute(f"SELECT hash({cols}), {cols} FROM (SELECT DISTINCT {cols} FROM {spec.table})"
+                                      ).fetchall())
+
+    return snapshot_fact(("place_hashes", spec.table, keys), load)
+
+
+def hash_index(rows: list[tuple]) -> dict[int, tuple] | None:
+    """{hash: names} of distinct rows (hash, *names); None when two of them share a hash."""
+    by_hash = {r[0]: tuple(r[1:]) for r in rows}
+    return by_hash if len(by_hash) == len(rows) else None
+
+
+def _users_per_place(cur, marts: "_RankingMarts", keys: tuple[str, ...], users_from: str,
+                     params: list) -> tuple[dict[tuple, int], int]:
+    """({place: distinct users}, rows read) over ``users_from`` (rows of user_key and the places).
+
+    Grouped by (place, user) first, then counted per place: DuckDB's count(DISTINCT) is ~1.7x
+    slower than that. The place is grouped by as one 64-bit hash of its names, not by the names
+    (over 61 days at 10 M events, by city: ~14 ms instead of ~46); the hashes map back to the names
+    through the snapshot's places (``_place_hashes``: exact, since no two places there share a
+    hash)."""
+    cols = ", ".join(keys)
+    by_hash = _place_hashes(cur, marts.sums, keys)
+    if by_hash is not None:
+        got = cur.execute(f"SELECT place, count(*), sum(n) FROM (SELECT hash({cols}) AS place, user_key, count(*) AS n "
+                          f"FROM ({users_from}) GROUP BY ALL) GROUP BY place", params).fetchall()
+        if all(r[0] in by_hash for r in got):
+            return {by_hash[r[0]]: int(r[1]) for r in got}, sum(int(r[2]) for r in got)
+    got = cur.execute(f"SELECT {cols}, count(*), sum(n) FROM (SELECT {cols}, user_key, count(*) AS n "
+                      f"FROM ({users_from}) GROUP BY ALL) GROUP BY ALL", params).fetchall()
+    k = len(keys)
+    return {r[:k]: int(r[k]) for r in got}, sum(int(r[k + 1]) for r in got)
+
+
 def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
     """The ranking pipes over any window with a whole day, whatever the filters (the cases the user
     spans leave, ``ranking``), from the event-type masks (docs/ARCHITECTURE.md, "Event-type masks").
@@ -387,8 +428,8 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
     * event_metrics: one aggregation by user (``bit_or``) gives each user's set of types in the
       window; the users are counted per distinct set (a few hundred), and numpy adds those counts up
       per type bit. A user counts for a type iff one of their rows in the window has that type.
-    * geographic_distribution: ``count(DISTINCT user_key)`` per place at the group_by level over those
-      rows, an event_type filter being a test of the mask's bits.
+    * geographic_distribution: the distinct users per place at the group_by level over those rows
+      (``_users_per_place``), an event_type filter being a test of the mask's bits.
 
     Sums: the day sums (in memory, serving/cubes.py ``DaySums``) for the whole days when the filters
     are one single value (or none; for the places plus any country list), else the pipe's marts,
@@ -452,10 +493,8 @@ SELECT event_types, count(*) AS users, sum(n) AS source_rows FROM (
                 users = {(bits[b],): int(counts[(masks >> np.uint64(b)) & np.uint64(1) == 1].sum()) for b in bits}
                 n += int(np.asarray(sets["source_rows"]).sum())
             else:
-                got = cur.execute(f"SELECT {', '.join(keys)}, count(DISTINCT user_key), count(*) FROM ({users_from}) "
-                                  f"GROUP BY ALL", params).fetchall()
-                users = {r[:k]: int(r[k]) for r in got}
-                n += sum(int(r[k + 1]) for r in got)
+                users, rows_read = _users_per_place(cur, marts, keys, users_from, params)
+                n += rows_read
         except (duckdb.CatalogException, duckdb.BinderException):  # published before the masks existed
             return general(cur, q, pipe)
         sums: dict[tuple, list[int]] = {}

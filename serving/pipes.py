@@ -85,11 +85,27 @@ class Pipe:
 
 
 def _read(cur: Cursor, pipe: Pipe, q: PipeQuery, source_columns: Sequence[str], select: str,
-          group_by: str, *, prefix_params: Sequence[Any] = (), tail: str = "",
-          tail_params: Sequence[Any] = (), hourly_only: bool = False) -> list[tuple]:
-    """``SELECT <select> FROM (<window of the pipe's marts>) GROUP BY <group_by><tail>``."""
+          group_by: str, *, prefix_params: Sequence[Any] = (), hourly_only: bool = False) -> list[tuple]:
+    """``SELECT <select> FROM (<window of the pipe's marts>) GROUP BY <group_by>``."""
     src, params = source_sql(pipe.marts, source_columns, q.h_start, q.h_end, pipe.filters_of(q), hourly_only)
-    sql = f"SELECT {select} FROM ({src}) AS w GROUP BY {group_by}{tail}"
+    sql = f"SELECT {select} FROM ({src}) AS w GROUP BY {group_by}"
+    return cur.execute(sql, [*prefix_params, *params]).fetchall()
+
+
+def _read_users(cur: Cursor, pipe: Pipe, q: PipeQuery, source_columns: Sequence[str], groups: Sequence[str],
+                sums: Sequence[str] = (), *, prefix_params: Sequence[Any] = (), outer: str = "", tail: str = "",
+                tail_params: Sequence[Any] = (), hourly_only: bool = False) -> list[tuple]:
+    """Per group of the window's rows: ``(*groups, distinct users, *sums, rows read[, *outer])``.
+
+    ``groups``: ``"<expression> AS <name>"`` or a column name. The rows are grouped by (groups,
+    user_key) first, then counted per group: the same exact count as ``count(DISTINCT user_key)``,
+    which DuckDB computes ~1.2-1.7x slower (measured on the random windows of bench/pipes.py)."""
+    names = [g.rsplit(" AS ", 1)[-1] for g in groups]
+    src, params = source_sql(pipe.marts, source_columns, q.h_start, q.h_end, pipe.filters_of(q), hourly_only)
+    by_user = (f"SELECT {', '.join(groups)}, user_key, {''.join(f'sum({m}) AS {m}, ' for m in sums)}count(*) AS n "
+               f"FROM ({src}) AS w GROUP BY ALL")
+    select = f"{', '.join(names)}, count(*) AS users, {''.join(f'sum({m}) AS {m}, ' for m in sums)}sum(n) AS n{outer}"
+    sql = f"SELECT {select} FROM ({by_user}) AS u GROUP BY {', '.join(names)}{tail}"
     return cur.execute(sql, [*prefix_params, *params, *tail_params]).fetchall()
 
 
@@ -127,17 +143,14 @@ def _session_metrics(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
 
 def _user_engagement_time_series(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
     cols = ("period_start", "user_key", "event_count", "duration_sum")
-    got = _read(
-        cur, pipe, q, cols,
-        f"{_bucket_expr()} AS b, sum(event_count), count(DISTINCT user_key), sum(duration_sum), count(*)", "b",
-        prefix_params=[q.time_bucket], hourly_only=q.time_bucket == "hour",
-    )
-    by_bucket = {r[0]: r for r in got}
+    got = _read_users(cur, pipe, q, cols, [f"{_bucket_expr()} AS b"], ["event_count", "duration_sum"],
+                      prefix_params=[q.time_bucket], hourly_only=q.time_bucket == "hour")
+    by_bucket = {r[0]: r for r in got}  # b, users, events, duration, rows
     rows = []
     for b in buckets(q.time_bucket, q.h_start, q.h_end):
         r = by_bucket.get(b)
-        rows.append((b, int(r[1]), r[2], _avg(r[3], r[1])) if r else (b, 0, 0, None))
-    n = sum(r[4] for r in got)
+        rows.append((b, int(r[2]), r[1], _avg(r[3], r[2])) if r else (b, 0, 0, None))
+    n = sum(int(r[4]) for r in got)
     return Result(pipe.columns_for(q), rows, len(rows), n, _bytes(cols, n))
 
 
@@ -146,19 +159,19 @@ def _active_users(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
     bucket_list = buckets(q.time_bucket, q.h_start, q.h_end)
     if q.segment_by_platform:
         cols = ("period_start", "user_key", "platform")
-        got = _read(cur, pipe, q, cols, f"{_bucket_expr()} AS b, platform, count(DISTINCT user_key), count(*)",
-                    "b, platform", prefix_params=[q.time_bucket], hourly_only=hourly)
+        got = _read_users(cur, pipe, q, cols, [f"{_bucket_expr()} AS b", "platform"],
+                          prefix_params=[q.time_bucket], hourly_only=hourly)
         counts = {(r[0], r[1]): r[2] for r in got}
         platforms = sorted({r[1] for r in got})  # Python str order = code-point order
         rows = [(b, p, counts.get((b, p), 0)) for b in bucket_list for p in platforms]
-        n = sum(r[3] for r in got)
+        n = sum(int(r[3]) for r in got)
     else:
         cols = ("period_start", "user_key")
-        got = _read(cur, pipe, q, cols, f"{_bucket_expr()} AS b, count(DISTINCT user_key), count(*)", "b",
-                    prefix_params=[q.time_bucket], hourly_only=hourly)
+        got = _read_users(cur, pipe, q, cols, [f"{_bucket_expr()} AS b"], prefix_params=[q.time_bucket],
+                          hourly_only=hourly)
         counts = {r[0]: r[1] for r in got}
         rows = [(b, counts.get(b, 0)) for b in bucket_list]
-        n = sum(r[2] for r in got)
+        n = sum(int(r[2]) for r in got)
     return Result(pipe.columns_for(q), rows, len(rows), n, _bytes(cols, n))
 
 
@@ -166,16 +179,15 @@ def _ranking(cur: Cursor, q: PipeQuery, pipe: Pipe, keys: Sequence[str]) -> Resu
     """Rows per key: event_count desc, then keys asc (binary = code-point order), cut at limit."""
     cols = ("period_start", "user_key", *keys, "event_count", "duration_sum")
     key_list = ", ".join(keys)
-    got = _read(
-        cur, pipe, q, cols,
-        f"{key_list}, sum(event_count) AS ec, count(DISTINCT user_key), sum(duration_sum), "
-        "count(*) OVER () AS groups, sum(count(*)) OVER () AS source_rows",
-        key_list, tail=f" ORDER BY ec DESC, {key_list} LIMIT ?", tail_params=[q.limit],
+    got = _read_users(
+        cur, pipe, q, cols, keys, ["event_count", "duration_sum"],
+        outer=", count(*) OVER () AS groups, sum(sum(n)) OVER () AS source_rows",
+        tail=f" ORDER BY event_count DESC, {key_list} LIMIT ?", tail_params=[q.limit],
     )
-    k = len(keys)
-    rows = [(*r[:k], int(r[k]), r[k + 1], _avg(r[k + 2], r[k])) for r in got]
-    total = got[0][k + 3] if got else 0
-    n = int(got[0][k + 4]) if got else 0
+    k = len(keys)  # *keys, users, events, duration, rows, groups, source rows
+    rows = [(*r[:k], int(r[k + 1]), r[k], _avg(r[k + 2], r[k + 1])) for r in got]
+    total = got[0][k + 4] if got else 0
+    n = int(got[0][k + 5]) if got else 0
     return Result(pipe.columns_for(q), rows, total, n, _bytes(cols, n))
 
 

@@ -406,3 +406,42 @@ def test_event_metrics_without_usable_masks_take_the_general_path(many_users, tm
         with pytest.raises(LookupError):
             _event_metrics_on(path, q, general)
         assert len(calls) == 1, name
+
+
+def test_place_hashes_stand_for_one_place_each():
+    from serving.fastpath import hash_index
+
+    assert hash_index([(7, "US", "Texas"), (9, "DE", "Berlin")]) == {7: ("US", "Texas"), 9: ("DE", "Berlin")}
+    assert hash_index([(7, "US", "Texas"), (7, "DE", "Berlin")]) is None  # a collision: group by the names
+
+
+@pytest.mark.parametrize("by_hash", [True, False], ids=["places-by-hash", "places-by-name"])
+def test_geographic_masks_equal_the_reference_by_hash_and_by_name(many_users, by_hash):
+    """The masks path groups places by a hash of their names, or by the names when the snapshot has
+    two places with the same hash (the snapshot fact says so)."""
+    from serving import fastpath, snapshots
+    from serving.params import GROUP_BY
+    from serving.params import PipeQuery as ServingQuery
+    from serving.pipes import PIPES
+
+    _, oracle, settings = many_users
+
+    def general(*_):
+        raise AssertionError("fell back to the general path")
+
+    facts = {} if by_hash else {("place_hashes", fastpath.GEO_DAY_SUMS.table, keys): None
+                                for keys in GROUP_BY.values()}
+    token = snapshots._FACTS.set(facts)
+    try:
+        with duckdb.connect(str(current_snapshot(settings).path), read_only=True) as con:
+            for i, group_by in enumerate(("country", "region", "city")):
+                q = PipeQuery("geographic_distribution", D(2024, 12, 1, 5 * i), D(2025, 1, 20 + i, 17, 59, 59),
+                              group_by=group_by, filters=({}, {"platform": ["web"]}, {"event_type": ["click"]})[i])
+                sq = ServingQuery(q.pipe, q.start, q.end, q.time_bucket, q.filters, q.limit, q.group_by,
+                                  q.segment_by_platform)
+                res = fastpath.masked_ranking(general, lambda q: GROUP_BY[q.group_by])(con.cursor(), sq, PIPES[q.pipe])
+                got = expected_rows([dict(zip([c.name for c in res.columns], r)) for r in res.rows])
+                assert_rows_equal(got, expected_rows(reference_answer(oracle, q)), q)
+        assert (facts.get(("place_hashes", fastpath.GEO_DAY_SUMS.table, GROUP_BY["city"])) is not None) == by_hash
+    finally:
+        snapshots._FACTS.reset(token)
