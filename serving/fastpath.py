@@ -35,7 +35,7 @@ import numpy as np
 from serving.cubes import ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, CubeSpec, cube_index, day_sums
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
-from serving.query import part_where, window_parts
+from serving.query import Part, part_where, window_parts
 from serving.snapshots import snapshot_fact
 
 HOUR = timedelta(hours=1)
@@ -417,6 +417,45 @@ def _users_per_place(cur, marts: "_RankingMarts", keys: tuple[str, ...], users_f
     return {r[:k]: int(r[k]) for r in got}, sum(int(r[k + 1]) for r in got)
 
 
+def mask_part_where(part: Part, filters: dict[str, list[str]], type_bits: dict[str, int],
+                    prefix: str = "") -> tuple[str, list[Any]]:
+    """``part_where`` for user_event_types_daily: an event_type filter is a test of the mask's bits
+    (no row passes when none of the types has a bit: the snapshot has no such event)."""
+    types = filters.get("event_type")
+    where, params = part_where(part, {k: v for k, v in filters.items() if k != "event_type"}, prefix)
+    if types is not None:
+        where += f" AND ({prefix}event_types & CAST(? AS UBIGINT)) <> 0"
+        params.append(sum(1 << type_bits[t] for t in set(types) if t in type_bits))
+    return where, params
+
+
+def masked_window_sql(cur, hourly_mart: str, columns: tuple[str, ...], h_start: datetime, h_end: datetime,
+                      filters: dict[str, list[str]]) -> tuple[str, list[Any]] | None:
+    """``query.source_sql`` for the active users (``columns``: period_start, user_key and filter
+    columns the masks have) with the whole days read from the event-type masks
+    (user_event_types_daily: one row per day × user × platform, device and place, ~2.5x fewer than
+    active_users_daily; over a 48-day window ~1.6-2.2x faster without an event_type filter, as fast
+    with one) and the edge hours from ``hourly_mart``. None when the snapshot's masks cannot answer
+    (more event types than bits, or published before the masks)."""
+    try:
+        bits = _type_bits(cur)
+    except duckdb.CatalogException:
+        return None
+    if bits is None:
+        return None
+    type_bits = {t: b for b, t in bits.items()}
+    selects, params = [], []
+    for part in window_parts(h_start, h_end):
+        if part.grain == "daily":
+            where, where_params = mask_part_where(part, filters, type_bits)
+            selects.append(f"SELECT {', '.join(columns)} FROM user_event_types_daily WHERE {where}")
+        else:
+            where, where_params = part_where(part, filters)
+            selects.append(f"SELECT {', '.join(columns)} FROM {hourly_mart} WHERE {where}")
+        params += where_params
+    return "\nUNION ALL\n".join(selects), params
+
+
 def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:
     """The ranking pipes over any window with a whole day, whatever the filters (the cases the user
     spans leave, ``ranking``), from the event-type masks (docs/ARCHITECTURE.md, "Event-type masks").
@@ -457,11 +496,7 @@ def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[st
         for part in parts:
             where, where_params = part_where(part, filters, prefix="r.")
             if part.grain == "daily":
-                types = filters.get("event_type")
-                mask_where, mask_params = part_where(part, {k: v for k, v in filters.items() if k != "event_type"}, "r.")
-                if types is not None:  # rows with one of these types (none when no such type has a bit)
-                    mask_where += " AND (r.event_types & CAST(? AS UBIGINT)) <> 0"
-                    mask_params.append(sum(1 << type_bits[t] for t in set(types) if t in type_bits))
+                mask_where, mask_params = mask_part_where(part, filters, type_bits, "r.")
                 source = "r.event_types" if pipe.name == "event_metrics" else klist
                 users_sql.append(f"SELECT r.user_key, {source} FROM user_event_types_daily AS r WHERE {mask_where}")
                 params += mask_params

@@ -94,14 +94,17 @@ def _read(cur: Cursor, pipe: Pipe, q: PipeQuery, source_columns: Sequence[str], 
 
 def _read_users(cur: Cursor, pipe: Pipe, q: PipeQuery, source_columns: Sequence[str], groups: Sequence[str],
                 sums: Sequence[str] = (), *, prefix_params: Sequence[Any] = (), outer: str = "", tail: str = "",
-                tail_params: Sequence[Any] = (), hourly_only: bool = False) -> list[tuple]:
+                tail_params: Sequence[Any] = (), hourly_only: bool = False,
+                source: tuple[str, list[Any]] | None = None) -> list[tuple]:
     """Per group of the window's rows: ``(*groups, distinct users, *sums, rows read[, *outer])``.
 
     ``groups``: ``"<expression> AS <name>"`` or a column name. The rows are grouped by (groups,
     user_key) first, then counted per group: the same exact count as ``count(DISTINCT user_key)``,
-    which DuckDB computes ~1.2-1.7x slower (measured on the random windows of bench/pipes.py)."""
+    which DuckDB computes ~1.2-1.7x slower (measured on the random windows of bench/pipes.py).
+    ``source``: the window's rows (SQL, bound values) if not the pipe's marts (``source_sql``)."""
     names = [g.rsplit(" AS ", 1)[-1] for g in groups]
-    src, params = source_sql(pipe.marts, source_columns, q.h_start, q.h_end, pipe.filters_of(q), hourly_only)
+    src, params = source or source_sql(pipe.marts, source_columns, q.h_start, q.h_end, pipe.filters_of(q),
+                                       hourly_only)
     by_user = (f"SELECT {', '.join(groups)}, user_key, {''.join(f'sum({m}) AS {m}, ' for m in sums)}count(*) AS n "
                f"FROM ({src}) AS w GROUP BY ALL")
     select = f"{', '.join(names)}, count(*) AS users, {''.join(f'sum({m}) AS {m}, ' for m in sums)}sum(n) AS n{outer}"
@@ -157,21 +160,26 @@ def _user_engagement_time_series(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Resul
 def _active_users(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
     hourly = q.time_bucket == "hour"
     bucket_list = buckets(q.time_bucket, q.h_start, q.h_end)
+    cols = ("period_start", "user_key", "platform") if q.segment_by_platform else ("period_start", "user_key")
+    groups = [f"{_bucket_expr()} AS b", "platform"] if q.segment_by_platform else [f"{_bucket_expr()} AS b"]
+    # Whole days from the event-type masks when the snapshot has them (fastpath.masked_window_sql).
+    source = None if hourly else fastpath.masked_window_sql(cur, f"{pipe.marts}_hourly", cols, q.h_start, q.h_end,
+                                                             pipe.filters_of(q))
+    try:
+        got = _read_users(cur, pipe, q, cols, groups, prefix_params=[q.time_bucket], hourly_only=hourly,
+                          source=source)
+    except (duckdb.CatalogException, duckdb.BinderException):
+        if source is None:
+            raise
+        got = _read_users(cur, pipe, q, cols, groups, prefix_params=[q.time_bucket], hourly_only=hourly)
     if q.segment_by_platform:
-        cols = ("period_start", "user_key", "platform")
-        got = _read_users(cur, pipe, q, cols, [f"{_bucket_expr()} AS b", "platform"],
-                          prefix_params=[q.time_bucket], hourly_only=hourly)
         counts = {(r[0], r[1]): r[2] for r in got}
         platforms = sorted({r[1] for r in got})  # Python str order = code-point order
         rows = [(b, p, counts.get((b, p), 0)) for b in bucket_list for p in platforms]
-        n = sum(int(r[3]) for r in got)
     else:
-        cols = ("period_start", "user_key")
-        got = _read_users(cur, pipe, q, cols, [f"{_bucket_expr()} AS b"], prefix_params=[q.time_bucket],
-                          hourly_only=hourly)
         counts = {r[0]: r[1] for r in got}
         rows = [(b, counts.get(b, 0)) for b in bucket_list]
-        n = sum(int(r[2]) for r in got)
+    n = sum(int(r[-1]) for r in got)
     return Result(pipe.columns_for(q), rows, len(rows), n, _bytes(cols, n))
 
 

@@ -445,3 +445,30 @@ def test_geographic_masks_equal_the_reference_by_hash_and_by_name(many_users, by
         assert (facts.get(("place_hashes", fastpath.GEO_DAY_SUMS.table, GROUP_BY["city"])) is not None) == by_hash
     finally:
         snapshots._FACTS.reset(token)
+
+
+@pytest.mark.parametrize("snapshot", ["as-published", "many-types", "no-masks", "no-bits"])
+def test_active_users_read_whole_days_from_the_masks_or_the_daily_mart(many_users, tmp_path, snapshot):
+    """active_users' general path reads whole days from the event-type masks, and from
+    active_users_daily when the snapshot's masks cannot answer: the same answers either way,
+    including a type the snapshot has never seen."""
+    from serving.params import PipeQuery as ServingQuery
+    from serving.pipes import PIPES, _active_users
+
+    _, oracle, settings = many_users
+    statements = {"as-published": (), "many-types": ("INSERT INTO event_type_bits VALUES ('type_65', 64)",),
+                  "no-masks": ("DROP TABLE user_event_types_daily",), "no-bits": ("DROP TABLE event_type_bits",)}
+    path = _snapshot_copy(settings, tmp_path / f"{snapshot}.duckdb", *statements[snapshot])
+    queries = [PipeQuery("active_users", D(2024, 12, 3, 5), D(2025, 1, 20, 17, 59, 59), time_bucket="month"),
+               PipeQuery("active_users", D(2024, 12, 3), D(2025, 1, 20, 23, 59, 59), time_bucket="week",
+                         filters={"event_type": ["click", "aa_late_type", "absent"], "country": ["US", "DE"]},
+                         segment_by_platform=False),
+               PipeQuery("active_users", D(2024, 12, 3), D(2024, 12, 9, 23, 59, 59),
+                         filters={"event_type": ["absent"]})]
+    with duckdb.connect(str(path), read_only=True) as con:
+        for q in queries:
+            sq = ServingQuery(q.pipe, q.start, q.end, q.time_bucket, q.filters, q.limit, q.group_by,
+                              q.segment_by_platform)
+            res = _active_users(con.cursor(), sq, PIPES[q.pipe])
+            got = expected_rows([dict(zip([c.name for c in res.columns], r)) for r in res.rows])
+            assert_rows_equal(got, expected_rows(reference_answer(oracle, q)), q)
