@@ -4,7 +4,7 @@ A window is the whole hours ``H_start..H_end``. Its whole UTC days are read from
 marts, its partial edge days from the ``*_hourly`` ones (``time_bucket=hour`` reads hourly marts
 only). The parts never overlap and together cover exactly the window, so the rows of their
 ``UNION ALL`` are the window's rows: additive measures are summed over it and distinct users are
-counted over it (``count(DISTINCT user_key)``), never added up across parts or buckets.
+counted over it (each ``user_key`` once per group), never added up across parts or buckets.
 
 Only identifiers declared in ``serving/pipes.py`` are written into SQL; every value a user sends
 (dates, filter values, time bucket, limit) is a bound ``?`` parameter.
