@@ -78,8 +78,8 @@ def test_incremental_tests_read_what_changed_and_full_tests_read_all(engage_home
     assert recorded_batch(engage_home) == 1  # `dbt run` tests nothing, so records nothing
 
     # A bug in partitions this build did not rewrite: rows tested by the first build. The
-    # incremental tests do not read them again; full tests do. (`dbt run` rebuilds the session
-    # marts, which are whole tables, from the damaged int_sessions.)
+    # incremental tests do not read them again; full tests do. (The session marts are incremental
+    # too: `dbt run` leaves them as they are, the damaged session being older than their watermark.)
     corrupt(engage_home, before_cut=True)
     assert "fail" not in dbt("run").values()
     assert failed(dbt("test")) == set()

@@ -37,3 +37,17 @@
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
+
+
+{# Incremental strategy `replace_from` (config incremental_strategy='replace_from'): every stored row
+   from the first period of the new rows on is deleted, then the new rows are inserted. For a model
+   whose SQL, on an incremental run, returns every row from some period on: rows that must disappear
+   (a period left empty because a late event moved a session's start earlier) go with the delete,
+   which delete+insert by unique_key would leave behind. No new rows: nothing changes. #}
+{% macro get_incremental_replace_from_sql(arg_dict) -%}
+    {%- set columns = get_quoted_csv(arg_dict["dest_columns"] | map(attribute="name")) -%}
+    delete from {{ arg_dict["target_relation"] }}
+    where period_start >= (select min(period_start) from {{ arg_dict["temp_relation"] }});
+    insert into {{ arg_dict["target_relation"] }} ({{ columns }})
+    select {{ columns }} from {{ arg_dict["temp_relation"] }}
+{%- endmacro %}

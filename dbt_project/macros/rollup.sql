@@ -1,7 +1,10 @@
 {# Roll `source_relation` (which has period_start, _max_batch_id) up to `grain` over `dimensions`,
    summing `measures`. Incremental: only periods that received new batches are recomputed, from
-   all source rows of those periods; the model's unique_key (period_start) replaces them whole. #}
-{% macro incremental_rollup(source_relation, grain, dimensions, measures=[]) %}
+   all source rows of those periods; the model's unique_key (period_start) replaces them whole.
+   With `from_first_affected` (for incremental_strategy='replace_from'): every period from the first
+   one that received new batches on is recomputed, so that a period whose source rows all went away
+   is replaced too. #}
+{% macro incremental_rollup(source_relation, grain, dimensions, measures=[], from_first_affected=false) %}
 {%- set period = dbt.date_trunc(grain, 'period_start') -%}
 {% if is_incremental() %}
 with affected_periods as (
@@ -17,7 +20,7 @@ source_rows as (
 
     select * from {{ source_relation }}
     {% if is_incremental() %}
-    where {{ period }} in (select period_start from affected_periods)
+    where {{ period }} {{ ">= (select min(period_start)" if from_first_affected else "in (select period_start" }} from affected_periods)
     {% endif %}
 
 ),

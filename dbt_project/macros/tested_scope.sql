@@ -56,6 +56,9 @@
      span row key) is rewritten a partition at a time, every rewritten partition holding at least one
      row newer than the watermark (`_max_batch_id`): the test reads those partitions whole, so a
      duplicate of an old row in a rewritten partition is still seen;
+   - an incremental model with incremental_strategy='replace_from' (the session marts) rewrites every
+     period from the first one a run changed: the test reads the periods from the first one holding
+     a row newer than the watermark;
    - a relation whose `meta.batch_column` is set (the raw events: sources.yml) only
      gains rows: the test reads the rows of newer batches.
    Anything else (tables rebuilt every run, the small append-only key dictionary) is read whole.
@@ -81,6 +84,9 @@
     {%- set batch_column = node.meta.get('batch_column') or node.config.get('meta', {}).get('batch_column') -%}
     {%- if batch_column -%}
         {{ return(batch_column ~ ' > ' ~ since) }}
+    {%- endif -%}
+    {%- if node.config.get('materialized') == 'incremental' and node.config.get('incremental_strategy') == 'replace_from' -%}
+        {{ return('period_start >= (select min(period_start) from ' ~ relation ~ ' where _max_batch_id > ' ~ since ~ ')') }}
     {%- endif -%}
     {%- set unique_key = node.config.get('unique_key') if node.resource_type == 'model' else none -%}
     {%- if node.config.get('materialized') == 'incremental' and unique_key -%}

@@ -1,11 +1,29 @@
-{{ config(materialized='table') }}
+{{ config(materialized='incremental', incremental_strategy='replace_from') }}
 -- session_metrics: sessions by the hour of their start and their first event's attributes.
--- Rebuilt whole from int_sessions (one row per session, already incremental): a late event can
--- move a session's start to another hour, which a per-hour incremental merge would miss.
+-- Incremental: a late event can only move a session's start EARLIER, so every hour whose sessions
+-- changed since the last run (the changed sessions' old and new start hours) is at or after the
+-- earliest new start hour of a changed session; every hour from there on is recomputed from
+-- int_sessions and replaces the stored ones (macros/incremental.sql, `replace_from`), an hour left
+-- without sessions included. New data usually arrives at the end: a run rewrites its last hours.
 
-with sessions as (
+with
+
+{% if is_incremental() %}
+first_changed_hour as (
+
+    select min({{ dbt.date_trunc('hour', 'session_start') }}) as period_start
+    from {{ ref('int_sessions') }}
+    where _max_batch_id > {{ batch_watermark() }}
+
+),
+{% endif %}
+
+sessions as (
 
     select * from {{ ref('int_sessions') }}
+    {% if is_incremental() %}
+    where {{ dbt.date_trunc('hour', 'session_start') }} >= (select period_start from first_changed_hour)
+    {% endif %}
 
 ),
 
