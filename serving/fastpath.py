@@ -35,7 +35,7 @@ import numpy as np
 from serving.cubes import ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, CubeSpec, cube_index, day_sums
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
-from serving.query import Part, part_where, window_parts
+from serving.query import Part, distinct_users_sql, part_where, source_sql, window_parts
 from serving.snapshots import snapshot_fact
 
 HOUR = timedelta(hours=1)
@@ -399,20 +399,16 @@ def _users_per_place(cur, marts: "_RankingMarts", keys: tuple[str, ...], users_f
                      params: list) -> tuple[dict[tuple, int], int]:
     """({place: distinct users}, rows read) over ``users_from`` (rows of user_key and the places).
 
-    Grouped by (place, user) first, then counted per place: DuckDB's count(DISTINCT) is ~1.7x
-    slower than that. The place is grouped by as one 64-bit hash of its names, not by the names
-    (over 61 days at 10 M events, by city: ~14 ms instead of ~46); the hashes map back to the names
-    through the snapshot's places (``_place_hashes``: exact, since no two places there share a
-    hash)."""
-    cols = ", ".join(keys)
+    Grouped by (place, user) first, then counted per place (``query.distinct_users_sql``). The
+    place is grouped by as one 64-bit hash of its names, not by the names (over 61 days at 10 M
+    events, by city: ~14 ms instead of ~46); the hashes map back to the names through the
+    snapshot's places (``_place_hashes``: exact, since no two places there share a hash)."""
     by_hash = _place_hashes(cur, marts.sums, keys)
     if by_hash is not None:
-        got = cur.execute(f"SELECT place, count(*), sum(n) FROM (SELECT hash({cols}) AS place, user_key, count(*) AS n "
-                          f"FROM ({users_from}) GROUP BY ALL) GROUP BY place", params).fetchall()
+        got = cur.execute(distinct_users_sql(users_from, [f"hash({', '.join(keys)}) AS place"]), params).fetchall()
         if all(r[0] in by_hash for r in got):
             return {by_hash[r[0]]: int(r[1]) for r in got}, sum(int(r[2]) for r in got)
-    got = cur.execute(f"SELECT {cols}, count(*), sum(n) FROM (SELECT {cols}, user_key, count(*) AS n "
-                      f"FROM ({users_from}) GROUP BY ALL) GROUP BY ALL", params).fetchall()
+    got = cur.execute(distinct_users_sql(users_from, keys), params).fetchall()
     k = len(keys)
     return {r[:k]: int(r[k]) for r in got}, sum(int(r[k + 1]) for r in got)
 
@@ -429,13 +425,13 @@ def mask_part_where(part: Part, filters: dict[str, list[str]], type_bits: dict[s
     return where, params
 
 
-def masked_window_sql(cur, hourly_mart: str, columns: tuple[str, ...], h_start: datetime, h_end: datetime,
+def masked_window_sql(cur, mart: str, columns: tuple[str, ...], h_start: datetime, h_end: datetime,
                       filters: dict[str, list[str]]) -> tuple[str, list[Any]] | None:
     """``query.source_sql`` for the active users (``columns``: period_start, user_key and filter
     columns the masks have) with the whole days read from the event-type masks
     (user_event_types_daily: one row per day × user × platform, device and place, ~2.5x fewer than
     active_users_daily; over a 48-day window ~1.6-2.2x faster without an event_type filter, as fast
-    with one) and the edge hours from ``hourly_mart``. None when the snapshot's masks cannot answer
+    with one) and the edge hours from ``<mart>_hourly``. None when the snapshot's masks cannot answer
     (more event types than bits, or published before the masks)."""
     try:
         bits = _type_bits(cur)
@@ -444,16 +440,8 @@ def masked_window_sql(cur, hourly_mart: str, columns: tuple[str, ...], h_start: 
     if bits is None:
         return None
     type_bits = {t: b for b, t in bits.items()}
-    selects, params = [], []
-    for part in window_parts(h_start, h_end):
-        if part.grain == "daily":
-            where, where_params = mask_part_where(part, filters, type_bits)
-            selects.append(f"SELECT {', '.join(columns)} FROM user_event_types_daily WHERE {where}")
-        else:
-            where, where_params = part_where(part, filters)
-            selects.append(f"SELECT {', '.join(columns)} FROM {hourly_mart} WHERE {where}")
-        params += where_params
-    return "\nUNION ALL\n".join(selects), params
+    return source_sql(mart, columns, h_start, h_end, filters,
+                      daily=("user_event_types_daily", lambda part, f: mask_part_where(part, f, type_bits)))
 
 
 def masked_ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]]) -> Callable:

@@ -33,7 +33,7 @@ from serving.params import (
     parse_pipe_query,
 )
 from serving import fastpath
-from serving.query import source_sql
+from serving.query import distinct_users_sql, source_sql
 
 Cursor = duckdb.DuckDBPyConnection
 
@@ -96,19 +96,12 @@ def _read_users(cur: Cursor, pipe: Pipe, q: PipeQuery, source_columns: Sequence[
                 sums: Sequence[str] = (), *, prefix_params: Sequence[Any] = (), outer: str = "", tail: str = "",
                 tail_params: Sequence[Any] = (), hourly_only: bool = False,
                 source: tuple[str, list[Any]] | None = None) -> list[tuple]:
-    """Per group of the window's rows: ``(*groups, distinct users, *sums, rows read[, *outer])``.
-
-    ``groups``: ``"<expression> AS <name>"`` or a column name. The rows are grouped by (groups,
-    user_key) first, then counted per group: the same exact count as ``count(DISTINCT user_key)``,
-    which DuckDB computes ~1.2-1.7x slower (measured on the random windows of bench/pipes.py).
-    ``source``: the window's rows (SQL, bound values) if not the pipe's marts (``source_sql``)."""
-    names = [g.rsplit(" AS ", 1)[-1] for g in groups]
+    """Per group of the window's rows: ``(*groups, distinct users, *sums, rows read[, *outer])``
+    (``query.distinct_users_sql``). ``source``: the window's rows (SQL, bound values) if not the
+    pipe's marts (``source_sql``)."""
     src, params = source or source_sql(pipe.marts, source_columns, q.h_start, q.h_end, pipe.filters_of(q),
                                        hourly_only)
-    by_user = (f"SELECT {', '.join(groups)}, user_key, {''.join(f'sum({m}) AS {m}, ' for m in sums)}count(*) AS n "
-               f"FROM ({src}) AS w GROUP BY ALL")
-    select = f"{', '.join(names)}, count(*) AS users, {''.join(f'sum({m}) AS {m}, ' for m in sums)}sum(n) AS n{outer}"
-    sql = f"SELECT {select} FROM ({by_user}) AS u GROUP BY {', '.join(names)}{tail}"
+    sql = distinct_users_sql(src, groups, sums, outer, tail)
     return cur.execute(sql, [*prefix_params, *params, *tail_params]).fetchall()
 
 
@@ -163,8 +156,7 @@ def _active_users(cur: Cursor, q: PipeQuery, pipe: Pipe) -> Result:
     cols = ("period_start", "user_key", "platform") if q.segment_by_platform else ("period_start", "user_key")
     groups = [f"{_bucket_expr()} AS b", "platform"] if q.segment_by_platform else [f"{_bucket_expr()} AS b"]
     # Whole days from the event-type masks when the snapshot has them (fastpath.masked_window_sql).
-    source = None if hourly else fastpath.masked_window_sql(cur, f"{pipe.marts}_hourly", cols, q.h_start, q.h_end,
-                                                             pipe.filters_of(q))
+    source = None if hourly else fastpath.masked_window_sql(cur, pipe.marts, cols, q.h_start, q.h_end, pipe.filters_of(q))
     try:
         got = _read_users(cur, pipe, q, cols, groups, prefix_params=[q.time_bucket], hourly_only=hourly,
                           source=source)
