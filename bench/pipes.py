@@ -218,10 +218,11 @@ def ingest(env: dict[str, str], log_path: Path, *extra: str, code: Path = PROJEC
 
 
 def run_pipeline(root: Path, home: Path, env: dict[str, str], logs: Path, label: str,
-                 code: Path = PROJECT) -> dict:
+                 code: Path = PROJECT, deployed: tuple[int, int] | None = None) -> dict:
     """The three measured `engage ingest` runs on a fresh ENGAGE_HOME: the first ingest of the
-    dataset, the incremental refresh after 1% more events, then the full rebuild."""
-    out = {}
+    dataset, the incremental refresh after 1% more events, then the full rebuild. With `deployed`
+    (events, seed): then the refresh and the rebuild as the deployed system runs them (run_deployed)."""
+    out: dict[str, Any] = {}
     link_files(root / "main", home / "landing")
     for step, extra, files in (("full_build", (), None), ("incremental", (), "extra"),
                                ("rebuild", ("--full-refresh",), None)):
@@ -230,6 +231,211 @@ def run_pipeline(root: Path, home: Path, env: dict[str, str], logs: Path, label:
         out[step] = r = ingest(env, logs / f"ingest-{step}.log", *extra, code=code)
         log(f"[{label}] {step}: {r['seconds']:.1f} s (cpu {r['cpu_seconds']:.1f} s), peak RSS "
             f"{r['peak_rss'] / 2**20:.0f} MiB, " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items()))
+    if deployed:
+        out["deployed"] = run_deployed(root, home, env, logs, label, *deployed, code=code)
+    return out
+
+
+# ----------------------------------------------------------------------------- as deployed
+
+DEPLOYED_END = EXTRA_END + dt.timedelta(days=1)  # the deployed refresh's 1% new events: the day after
+WORKER_PID_TAG = "engage/run_worker_pid"  # orchestration/warm_launcher.py
+DEPLOYED_STEPS = (("incremental", "refresh_job", "incremental (+1%)"), ("rebuild", "rebuild_job", "full rebuild"))
+DEPLOYED_PHASES = {"load": "load_landing_files", "dbt": "engage_dbt_models", "publish": "published_snapshot"}
+
+
+def deployed_extra(root: Path, n: int, seed: int) -> Path:
+    """1% more events on the day after `extra` (the deployed refresh needs new data of its own);
+    generated once into the dataset's folder."""
+    from engage.generate import generate
+
+    out = root / "extra_deployed"
+    if not (root / "extra_deployed.DONE").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        generate(events=max(1, n // 100), days=1, seed=seed + 2, out=out, end=DEPLOYED_END)
+        (root / "extra_deployed.DONE").write_text("")
+    return out
+
+
+class TreeSampler:
+    """Peak RSS and last-seen CPU seconds of every process under `pid`, by pid, every 100 ms."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak_rss, self.cpu = pid, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def processes(self) -> list:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            return [root] + root.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for q in self.processes():
+                try:
+                    rss, t = q.memory_info().rss, q.cpu_times()
+                except psutil.Error:
+                    continue
+                self.peak_rss[q.pid] = max(self.peak_rss.get(q.pid, 0), rss)
+                self.cpu[q.pid] = t.user + t.system
+            self._stop.wait(0.1)
+
+    def spare_ready(self, settle: float = 2.0, timeout: float = 180) -> None:
+        """Wait until a spare run worker (orchestration/warm_launcher.py) has done its imports and its
+        dbt parse: its CPU time stops growing (it then waits for a run on its stdin)."""
+        import psutil
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            spares = []
+            for q in self.processes():
+                # Read now (a process seen between fork and exec had its parent's command line), and
+                # exactly: Dagster's own processes carry the instance's config, the launcher's name in it.
+                try:
+                    if q.cmdline()[-2:] == ["-m", "orchestration.warm_launcher"]:
+                        spares.append(q)
+                except psutil.Error:
+                    pass
+            if len(spares) == 1:
+                try:
+                    before = sum(spares[0].cpu_times()[:2])
+                    time.sleep(settle)
+                    if before > 1.0 and sum(spares[0].cpu_times()[:2]) - before < 0.05:
+                        return
+                except psutil.Error:
+                    pass
+            time.sleep(0.5)
+        raise SystemExit(f"no spare run worker got ready within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_ids(dagster_home: Path) -> set[str]:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        return {r.run_id for r in instance.get_runs()}
+
+
+def run_record(dagster_home: Path, job: str, after: set[str], timeout: float = 900):
+    """The run of `job` not in `after`, once it has finished (polling the instance's storage)."""
+    from dagster import DagsterInstance, RunsFilter
+
+    deadline = time.monotonic() + timeout
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        while time.monotonic() < deadline:
+            recs = [r for r in instance.get_run_records(filters=RunsFilter(job_name=job))
+                    if r.dagster_run.run_id not in after]
+            if recs and recs[0].dagster_run.is_finished:
+                return recs[0].dagster_run
+            time.sleep(0.5)
+    raise SystemExit(f"no finished run of {job} within {timeout:.0f} s")
+
+
+def run_timeline(dagster_home: Path, run_id: str) -> dict:
+    """From a run's event log: the launch, the run, each step (seconds), and whether it ran warm."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    marks: dict[str, float] = {}
+    steps: dict[str, dict[str, float]] = {}
+    warm = None
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        for entry in instance.all_logs(run_id):
+            ev = entry.dagster_event
+            if ev is None:
+                continue
+            kind = ev.event_type
+            if kind in (DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
+                        DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE):
+                marks.setdefault(kind.name, entry.timestamp)  # .value: the older PIPELINE_* names
+            elif kind == DagsterEventType.STEP_START:
+                steps.setdefault(ev.step_key, {})["start"] = entry.timestamp
+            elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+                steps.setdefault(ev.step_key, {})["end"] = entry.timestamp
+            elif kind == DagsterEventType.ENGINE_EVENT and "Launched in" in (ev.message or ""):
+                warm = "warm run worker" in ev.message
+    end = marks.get("RUN_SUCCESS") or marks.get("RUN_FAILURE")
+    return {"seconds": end - marks["RUN_STARTING"], "queued": marks["RUN_STARTING"] - marks.get("RUN_ENQUEUED", marks["RUN_STARTING"]),
+            "to_running": marks.get("RUN_START", end) - marks["RUN_STARTING"], "warm": warm,
+            "steps": {k: v["end"] - v["start"] for k, v in steps.items() if "start" in v and "end" in v}}
+
+
+def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label: str, events: int, seed: int,
+                 code: Path = PROJECT) -> dict:
+    """The incremental refresh and the full rebuild as the deployed system runs them, on `home` after
+    `run_pipeline`: `dagster dev -w workspace.yaml` (what `make run` starts) with the warm run worker
+    of DAGSTER_HOME/dagster.yaml; 1% new events dropped into the landing folder (the landing sensor
+    launches refresh_job), then rebuild_job launched as its daily schedule would. Each run is timed
+    from Dagster's event log, from its launch (RUN_STARTING) to RUN_SUCCESS; its worker's peak RSS
+    and CPU are sampled. Each run starts when the spare worker is ready, as a run does on a
+    deployment between refreshes."""
+    from engage.dagster_home import ensure_dagster_home
+    from engage.settings import Settings
+
+    from bench.common import Processes, wait_http
+
+    extra = deployed_extra(root, events, seed)
+    dagster_home = home / "dagster"
+    env = {**env, "DAGSTER_HOME": str(dagster_home), "ENGAGE_SENSOR_INTERVAL_SECONDS": "1"}
+    ensure_dagster_home(Settings(home=home))
+    procs = Processes()
+    out: dict[str, Any] = {}
+    sampler = None
+    try:
+        port = free_port()
+        dev = procs.start("dagster dev", [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+                                          "-p", str(port)], env, logs / "dagster-deployed.log", cwd=code)
+        sampler = TreeSampler(dev.pid)
+        wait_http(f"http://127.0.0.1:{port}/server_info", 240, procs)
+        done = run_ids(dagster_home)  # `engage ingest` ran refresh_job in this instance too
+        for step, job, _ in DEPLOYED_STEPS:
+            # `dagster dev` starts the first spare at its first launch: a run that finds none goes
+            # cold, so the warm-up run below (no new files) gives the refresh its spare first.
+            if step == "incremental":
+                procs.remember_descendants()
+                subprocess.run([BIN / "dagster", "job", "launch", "-w", "workspace.yaml", "-j", "refresh_job"],
+                               env=env, cwd=code, check=True, stdout=subprocess.DEVNULL,
+                               stderr=(logs / "launch.log").open("ab"))
+                done.add(run_record(dagster_home, "refresh_job", done).run_id)
+            sampler.spare_ready()
+            if step == "incremental":
+                link_files(extra, home / "landing" / "extra_deployed")
+            else:
+                subprocess.run([BIN / "dagster", "job", "launch", "-w", "workspace.yaml", "-j", job],
+                               env=env, cwd=code, check=True, stdout=subprocess.DEVNULL,
+                               stderr=(logs / "launch.log").open("ab"))
+            procs.remember_descendants()
+            run = run_record(dagster_home, job, done)
+            done.add(run.run_id)
+            if run.status.value != "SUCCESS":
+                raise SystemExit(f"{job} run {run.run_id} ended {run.status.value}; see {logs / 'dagster-deployed.log'}")
+            r = run_timeline(dagster_home, run.run_id)
+            # the shape of an `engage ingest` record (ingest()): its phases are the run's steps
+            r["phases"] = {phase: r["steps"][step] for phase, step in DEPLOYED_PHASES.items() if step in r["steps"]}
+            pid = int(run.tags.get(WORKER_PID_TAG, 0))
+            r["peak_rss"] = sampler.peak_rss.get(pid)
+            r["cpu_seconds"] = sampler.cpu.get(pid)
+            run_results = home / "state" / "dbt_target" / "run_results.json"
+            if run_results.exists():
+                r["dbt"] = dbt_node_seconds(run_results)
+            out[step] = r
+            log(f"[{label}] deployed {step} ({job}, {'warm' if r['warm'] else 'cold'} worker): launch → success "
+                f"{r['seconds']:.1f} s, " + ", ".join(f"{k} {v:.1f} s" for k, v in r["steps"].items())
+                + (f", worker peak RSS {r['peak_rss'] / 2**20:.0f} MiB" if r["peak_rss"] else ""))
+    finally:
+        if sampler:
+            sampler.stop()
+        procs.stop()
     return out
 
 
@@ -545,7 +751,7 @@ def run_dataset(n: int, args, full: bool) -> dict:
     server: Proc | None = None
     raw = ch = None
     try:
-        out.update(run_pipeline(root, home, env, tmp, f"{n:,}"))
+        out.update(run_pipeline(root, home, env, tmp, f"{n:,}", deployed=(n, args.seed) if full else None))
         snap_sizes = {p.name: p.stat().st_size for p in (home / "snapshots").glob("*.duckdb")}
         out["snapshot_bytes"] = max(snap_sizes.values()) if snap_sizes else 0
         out["warehouse_bytes"] = (home / "warehouse.duckdb").stat().st_size
@@ -639,8 +845,9 @@ def pipeline_only(args) -> int:
         for name, code in variants:
             tmp = Path(tempfile.mkdtemp(prefix=f"pipeline-{args.events}-{name}-", dir=DATA_DIR))
             try:
-                res["runs"][name].append(run_pipeline(root, tmp / "home", home_env(tmp / "home", code), tmp,
-                                                      f"{name} {rep + 1}/{args.reps}", code=code))
+                res["runs"][name].append(run_pipeline(
+                    root, tmp / "home", home_env(tmp / "home", code), tmp, f"{name} {rep + 1}/{args.reps}",
+                    code=code, deployed=(args.events, args.seed) if args.deployed else None))
             finally:
                 if not args.keep:
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -656,15 +863,22 @@ def pipeline_table(res: dict) -> list[str]:
            "| code | step | wall s | CPU s | load s | dbt s | dbt models s | dbt tests s | publish s | peak RSS |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, runs in res["runs"].items():
-        for step, title in PIPELINE_STEPS:
-            rs = [r[step] for r in runs]
+        for title, rs in pipeline_steps(runs):
             med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
-            out.append(f"| {name} | {title} | {med(lambda r: r['seconds']):.1f} | {med(lambda r: r['cpu_seconds']):.1f} | "
+            out.append(f"| {name} | {title} | {med(lambda r: r['seconds']):.1f} | {med(lambda r: r['cpu_seconds'] or math.nan):.1f} | "
                        + " | ".join(f"{med(lambda r: r['phases'].get(k, math.nan)):.1f}" for k in ("load", "dbt"))
                        + f" | {med(lambda r: r.get('dbt', {}).get('models', math.nan)):.1f}"
                        + f" | {med(lambda r: r.get('dbt', {}).get('tests', math.nan)):.1f}"
                        + f" | {med(lambda r: r['phases'].get('publish', math.nan)):.1f}"
-                       + f" | {mib(med(lambda r: r['peak_rss']))} |")
+                       + f" | {mib(med(lambda r: r['peak_rss'] or 0))} |")
+    return out
+
+
+def pipeline_steps(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(title, that step's record of each run): the `engage ingest` steps, then the deployed ones."""
+    out = [(title, [r[step] for r in runs]) for step, title in PIPELINE_STEPS]
+    if runs and all("deployed" in r for r in runs):
+        out += [(f"{title}, deployed", [r["deployed"][step] for r in runs]) for step, _, title in DEPLOYED_STEPS]
     return out
 
 
@@ -798,24 +1012,34 @@ def pipeline_section(res: dict) -> list[str]:
            "models / tests*: dbt's execution time summed over its nodes (2 threads, so the sums can exceed the "
            "dbt time). Peak RSS: the largest resident memory of the process tree, sampled every 100 ms. "
            "Only the pipeline runs at this point of the benchmark.\n",
+           "*Deployed*: then the same home under `dagster dev -w workspace.yaml` (what `make run` starts: "
+           "webserver, daemon, code server, the warm run worker of `dagster.yaml`), as a deployment runs its "
+           "refreshes: 1% new events (the day after) dropped into the landing folder, the landing sensor launches "
+           "`refresh_job`; then `rebuild_job` launched, as its daily schedule does. Each starts once the spare "
+           "run worker is ready (imports done, dbt project parsed), as between a deployment's refreshes; a "
+           "no-op refresh launched first starts the first spare. *wall*: the run's launch (RUN_STARTING) → "
+           "RUN_SUCCESS in Dagster's event log (the sensor's tick and the queue come before it: "
+           "docs/INGESTION.md, Freshness); *load*, *dbt*, *publish*: its steps; CPU and peak RSS: the run "
+           "worker process.\n",
            "| events | run | wall | CPU | load | dbt | dbt models / tests | publish | peak RSS |",
            "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key in ("scale", "main"):
         d = res.get(key)
         if not d:
             continue
-        for step, title in PIPELINE_STEPS:
-            r = d[step]
+        for title, (r,) in pipeline_steps([d]):
             ph, db = r.get("phases", {}), r.get("dbt", {})
             sec = lambda x: f"{x:.1f} s" if x is not None else "-"  # noqa: E731
             out.append(f"| {d['events']:,} | {title} | {r['seconds']:.1f} s | {sec(r.get('cpu_seconds'))} | "
                        f"{sec(ph.get('load'))} | {sec(ph.get('dbt'))} | "
-                       f"{sec(db.get('models'))} / {sec(db.get('tests'))} | {sec(ph.get('publish'))} | {mib(r['peak_rss'])} |")
+                       f"{sec(db.get('models'))} / {sec(db.get('tests'))} | {sec(ph.get('publish'))} | {mib(r['peak_rss'] or 0)} |")
     main = res["main"]
     out.append("")
-    out.append(f"Incremental ÷ full rebuild: {100 * main['incremental']['seconds'] / main['rebuild']['seconds']:.0f}% "
-               f"({main['events']:,} events). API RSS after the runs: {mib(main['api_rss'])} (peak "
-               f"{mib(main['api_peak_rss'])}).")
+    dep = main.get("deployed")
+    out.append(f"Incremental ÷ full rebuild ({main['events']:,} events): `engage ingest` "
+               f"{100 * main['incremental']['seconds'] / main['rebuild']['seconds']:.0f}%"
+               + (f", deployed {100 * dep['incremental']['seconds'] / dep['rebuild']['seconds']:.0f}%" if dep else "")
+               + f". API RSS after the runs: {mib(main['api_rss'])} (peak {mib(main['api_peak_rss'])}).")
     for step, title in (("rebuild", "full rebuild"), ("incremental", "incremental")):
         nodes = main[step].get("dbt", {}).get("nodes", {})
         if nodes:
@@ -849,11 +1073,22 @@ def goals(res: dict) -> list[str]:
                 if r["pipe"] == "session_metrics" and r["case"] in small)
         out.append(f"| additive pipes grow ≤ 2× from {sc['events']:,} to {main['events']:,} | worst {g:.1f}× | {'yes' if g <= 2 else 'no'} |")
     f, i, rb = main["full_build"], main["incremental"], main["rebuild"]
-    out.append(f"| full rebuild ≤ 60 s (`--full-refresh`) | {rb['seconds']:.1f} s (first ingest with loading: "
-               f"{f['seconds']:.1f} s) | {'yes' if rb['seconds'] <= 60 else 'no'} |")
-    out.append(f"| incremental (+1%) ≤ 10% of full rebuild | {i['seconds']:.1f} s = {100 * i['seconds'] / rb['seconds']:.0f}% "
-               f"| {'yes' if i['seconds'] <= 0.1 * rb['seconds'] else 'no'} |")
+    cli = f"{rb['seconds']:.1f} s; first ingest with loading: {f['seconds']:.1f} s"
+    cli_ratio = f"{i['seconds']:.1f} s = {100 * i['seconds'] / rb['seconds']:.0f}%"
     peak = max(f["peak_rss"], i["peak_rss"], rb["peak_rss"])
+    dep = main.get("deployed")
+    if dep:  # what a deployment runs: the goal is judged on it, the `engage ingest` numbers beside it
+        i, rb = dep["incremental"], dep["rebuild"]
+        peak = max(peak, i["peak_rss"] or 0, rb["peak_rss"] or 0)
+        out.append(f"| full rebuild ≤ 60 s (`rebuild_job`, deployed) | {rb['seconds']:.1f} s (`engage ingest`: {cli}) "
+                   f"| {'yes' if rb['seconds'] <= 60 else 'no'} |")
+        out.append(f"| incremental (+1%) ≤ 10% of full rebuild (deployed) | {i['seconds']:.1f} s = "
+                   f"{100 * i['seconds'] / rb['seconds']:.0f}% (`engage ingest`: {cli_ratio}) | {'yes' if i['seconds'] <= 0.1 * rb['seconds'] else 'no'} |")
+    else:
+        out.append(f"| full rebuild ≤ 60 s (`--full-refresh`) | {cli} "
+                   f"| {'yes' if rb['seconds'] <= 60 else 'no'} |")
+        out.append(f"| incremental (+1%) ≤ 10% of full rebuild | {cli_ratio} "
+                   f"| {'yes' if i['seconds'] <= 0.1 * rb['seconds'] else 'no'} |")
     out.append(f"| pipeline peak RSS ≤ 4 GB | {mib(peak)} | {'yes' if peak <= 4e9 else 'no'} |")
     api = max(main["api_rss"], main["api_peak_rss"])
     out.append(f"| API RSS ≤ 1 GB | {mib(api)} | {'yes' if api <= 1e9 else 'no'} |")
@@ -879,6 +1114,8 @@ def main() -> int:
                          "no server, no doc; result in bench/data/pipeline-<N><tag>.json")
     ap.add_argument("--baseline", metavar="DIR", help="with --pipeline-only: also time the engage of this checkout "
                     "(e.g. `git archive <commit> | tar -x -C DIR`), interleaved with the current code")
+    ap.add_argument("--deployed", action="store_true", help="with --pipeline-only: also time the refresh and "
+                    "the rebuild as deployed (Dagster, warm run worker; always done in a full run)")
     ap.add_argument("--code", metavar="DIR", help="with --pipeline-only: time the engage of this checkout instead "
                     "of this one (e.g. a copy, to keep editing this one meanwhile)")
     args = ap.parse_args()
