@@ -289,7 +289,7 @@ class TreeSampler:
             self._stop.wait(0.1)
 
     def spare_ready(self, settle: float = 2.0, timeout: float = 180) -> None:
-        """Wait until a spare run worker (orchestration/warm_launcher.py) has done its imports and its
+        """Wait until a spare run worker (orchestration/run_worker.py) has done its imports and its
         dbt parse: its CPU time stops growing (it then waits for a run on its stdin)."""
         import psutil
 
@@ -300,7 +300,7 @@ class TreeSampler:
                 # Read now (a process seen between fork and exec had its parent's command line), and
                 # exactly: Dagster's own processes carry the instance's config, the launcher's name in it.
                 try:
-                    if q.cmdline()[-2:] == ["-m", "orchestration.warm_launcher"]:
+                    if q.cmdline()[-2:] == ["-m", "orchestration.run_worker"]:
                         spares.append(q)
                 except psutil.Error:
                     pass

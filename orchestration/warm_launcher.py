@@ -4,10 +4,11 @@ Dagster's DefaultRunLauncher asks the code server to start a new process for eve
 process imports Dagster, dagster-dbt, dbt, DuckDB and the definitions before the run's first step,
 then dbt parses the project: ~5 s of CPU, the largest part of a small refresh's latency
 (docs/INGESTION.md, "Freshness"). This launcher keeps one spare worker
-(``python -m orchestration.warm_launcher``) that has done the imports and the dbt parse already
+(``python -m orchestration.run_worker``) that has done the imports and the dbt parse already
 (orchestration/assets/dbt.py: parse_ahead) and waits for a run id. A run goes to the spare, which
 runs it as ``dagster api execute_run`` would and exits when it ends, while the next spare gets
-ready (on the other core: a worker mostly keeps one busy), even when runs follow back to back.
+ready, at the lowest CPU priority so as not to slow that run down, even when runs follow back to
+back.
 
 Whatever the spare cannot vouch for goes to DefaultRunLauncher, unchanged: no spare yet (the first
 run after start-up), a spare that died or did not answer, a run of another code location, or code
@@ -35,7 +36,7 @@ from engage.logs import log_event
 logger = logging.getLogger("engage.warm_launcher")
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFINITIONS_MODULE = "orchestration.definitions"
+WORKER_MODULE = "orchestration.run_worker"
 WORKER_PID_TAG = "engage/run_worker_pid"
 # A spare may still be importing when a run arrives (a few seconds, more on a busy machine): waiting
 # for it beats starting a cold process beside it. Past this, the run goes to DefaultRunLauncher.
@@ -43,10 +44,10 @@ ACCEPT_TIMEOUT_SECONDS = 90.0
 
 
 class SpareWorker:
-    """A `python -m orchestration.warm_launcher` process and the lines it answers on stdout."""
+    """A `python -m orchestration.run_worker` process and the lines it answers on stdout."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration.warm_launcher"], cwd=PROJECT_DIR,
+        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=PROJECT_DIR,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True, name=f"spare-{self.proc.pid}").start()
@@ -160,96 +161,6 @@ class WarmRunLauncher(DefaultRunLauncher):
 
 def _is_our_worker(pid: int) -> bool:
     try:
-        return b"orchestration.warm_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return WORKER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-
-
-# -- the worker ------------------------------------------------------------------------------------
-
-
-def _project_files() -> list[Path]:
-    """The project's files this process has imported, and the dbt manifest the definitions read."""
-    from orchestration.assets.dbt import dbt_project
-
-    files = [Path(dbt_project.manifest_path)]
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if path and Path(path).resolve().is_relative_to(PROJECT_DIR) and ".venv" not in Path(path).parts:
-            files.append(Path(path))
-    return files
-
-
-def _newest_mtime(files: list[Path]) -> float:
-    newest = 0.0
-    for f in files:
-        try:
-            newest = max(newest, f.stat().st_mtime)
-        except FileNotFoundError:
-            newest = float("inf")  # a file went away: the code changed
-    return newest
-
-
-def _why_not(instance, run_id: str, import_started: float, files: list[Path]) -> str | None:
-    from dagster._core.code_pointer import ModuleCodePointer
-
-    run = instance.get_run_by_id(run_id)
-    if run is None or run.job_code_origin is None:
-        return "run not found"
-    origin = run.job_code_origin
-    pointer = origin.repository_origin.code_pointer
-    if not isinstance(pointer, ModuleCodePointer) or pointer.module != DEFINITIONS_MODULE:
-        return f"another code location ({pointer.describe()})"
-    if Path(origin.executable_path).resolve() != Path(sys.executable).resolve():
-        return f"another Python ({origin.executable_path})"
-    if _newest_mtime(files) > import_started:
-        return "the code changed since the spare imported it"
-    return None
-
-
-def worker_main() -> int:
-    import_started = time.time()  # a project file changed after this: the spare may hold old code
-    # What a refresh run imports, before it is asked for: Dagster, the definitions (dagster-dbt,
-    # dbt's graph, DuckDB, pyarrow) and dbt's runner and adapter.
-    import dagster  # noqa: F401
-    import dbt.adapters.duckdb  # noqa: F401
-    import dbt.cli.main  # noqa: F401
-    from dagster._cli.api import _execute_run_command_body
-    from dagster._core.instance import DagsterInstance
-    from dagster._serdes import deserialize_value
-    from dagster._utils.interrupts import capture_interrupts
-
-    import orchestration.definitions  # noqa: F401
-    from orchestration.assets.dbt import parse_ahead
-    from orchestration.resources import build_engage_resource
-
-    files = _project_files()
-    try:  # the run's `dbt build` then skips its parse
-        seconds = parse_ahead(build_engage_resource().settings())
-        log_event(logger, "dbt_parsed_ahead", seconds=round(seconds, 2))
-    except Exception as exc:  # the build parses, as without a warm worker
-        log_event(logger, "dbt_parse_ahead_failed", level=logging.WARNING, error=f"{type(exc).__name__}: {exc}")
-    reply = sys.stdout
-    print("ready", file=reply, flush=True)
-    line = sys.stdin.readline()
-    if not line:
-        return 0  # the launcher went away
-    request = json.loads(line)
-    with capture_interrupts():
-        with DagsterInstance.from_ref(deserialize_value(request["instance_ref"])) as instance:
-            reason = _why_not(instance, request["run_id"], import_started, files)
-            print("accepted" if reason is None else f"declined {reason}", file=reply, flush=True)
-            if reason is not None:
-                return 0
-            # From here on this is a run worker: its output goes where the launcher's stderr goes.
-            sys.stdout.flush()
-            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-            return _execute_run_command_body(request["run_id"], instance, lambda event: None,
-                                             set_exit_code_on_failure=False)
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(worker_main())
-    except KeyboardInterrupt:  # Ctrl-C of `make run` while this spare waited: nothing to report
-        sys.exit(130)

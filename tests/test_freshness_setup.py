@@ -174,6 +174,31 @@ def _published_count(settings: Settings) -> int:
         con.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_a_spare_gets_ready_at_the_lowest_priority_and_runs_at_its_own(monkeypatch):
+    """The spare's preparation (imports, dbt parse) runs niced, so that it does not slow down the run
+    it starts beside; the thread that will run the next run keeps its priority. A failure in the
+    preparation reaches the caller."""
+    import threading
+
+    from orchestration import run_worker
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    monkeypatch.setattr(run_worker, "_get_ready", lambda: [niceness()])
+    assert run_worker._get_ready_at_low_priority() == [19]
+    assert niceness() == before
+
+    def broken():
+        raise RuntimeError("no definitions")
+
+    monkeypatch.setattr(run_worker, "_get_ready", broken)
+    with pytest.raises(RuntimeError, match="no definitions"):
+        run_worker._get_ready_at_low_priority()
+
+
 def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_a_code_change(tmp_path):
     """The real Dagster daemon and code server, the landing sensor, three refreshes: the first in a new
     process (no spare worker yet), the second in the warm spare, the third in a new process again

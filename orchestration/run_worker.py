@@ -1,0 +1,152 @@
+"""The spare run worker of orchestration/warm_launcher.py: ``python -m orchestration.run_worker``.
+
+It gets ready for a refresh run before one is asked for (imports, dbt parse, a first Dagster
+instance), at the lowest CPU priority, then waits for a run id on stdin and runs it as
+``dagster api execute_run`` would, at normal priority. A module of its own, apart from the
+launcher: a module's top-level imports run in the main thread, and the launcher's import Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from engage.logs import log_event
+
+logger = logging.getLogger("engage.run_worker")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFINITIONS_MODULE = "orchestration.definitions"
+
+
+def _project_files() -> list[Path]:
+    """The project's files this process has imported, and the dbt manifest the definitions read."""
+    from orchestration.assets.dbt import dbt_project
+
+    files = [Path(dbt_project.manifest_path)]
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().is_relative_to(PROJECT_DIR) and ".venv" not in Path(path).parts:
+            files.append(Path(path))
+    return files
+
+
+def _newest_mtime(files: list[Path]) -> float:
+    newest = 0.0
+    for f in files:
+        try:
+            newest = max(newest, f.stat().st_mtime)
+        except FileNotFoundError:
+            newest = float("inf")  # a file went away: the code changed
+    return newest
+
+
+def _why_not(instance, run_id: str, import_started: float, files: list[Path]) -> str | None:
+    from dagster._core.code_pointer import ModuleCodePointer
+
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.job_code_origin is None:
+        return "run not found"
+    origin = run.job_code_origin
+    pointer = origin.repository_origin.code_pointer
+    if not isinstance(pointer, ModuleCodePointer) or pointer.module != DEFINITIONS_MODULE:
+        return f"another code location ({pointer.describe()})"
+    if Path(origin.executable_path).resolve() != Path(sys.executable).resolve():
+        return f"another Python ({origin.executable_path})"
+    if _newest_mtime(files) > import_started:
+        return "the code changed since the spare imported it"
+    return None
+
+
+def _get_ready() -> list[Path]:
+    """What a refresh run needs before it can start, done before it is asked for: the imports
+    (Dagster, the definitions with dagster-dbt, dbt's graph, DuckDB, pyarrow; dbt's runner and
+    adapter), the dbt parse, and a first Dagster instance (its storage's first use imports and checks
+    the schema: ~1 s, then ~0.06 s for the run's own). Returns the project's imported files."""
+    import dagster  # noqa: F401
+    import dbt.adapters.duckdb  # noqa: F401
+    import dbt.cli.main  # noqa: F401
+    import dagster._cli.api  # noqa: F401
+    from dagster import DagsterInstance
+
+    import orchestration.definitions  # noqa: F401
+    from orchestration.assets.dbt import parse_ahead
+    from orchestration.resources import build_engage_resource
+
+    files = _project_files()
+    try:  # the run's `dbt build` then skips its parse
+        seconds = parse_ahead(build_engage_resource().settings())
+        log_event(logger, "dbt_parsed_ahead", seconds=round(seconds, 2))
+    except Exception as exc:  # the build parses, as without a warm worker
+        log_event(logger, "dbt_parse_ahead_failed", level=logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+    if os.environ.get("DAGSTER_HOME"):  # the daemon's instance, which the run's reference names
+        try:
+            DagsterInstance.get().dispose()
+        except Exception as exc:  # the run makes its instance anyway
+            log_event(logger, "instance_ahead_failed", level=logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+    return files
+
+
+def _get_ready_at_low_priority() -> list[Path]:
+    """_get_ready in a thread of the lowest CPU priority (nice 19; on Linux a thread's own). A spare
+    starts when the previous one takes a run, and its ~5 s of CPU would otherwise slow that run down
+    on a 2-core machine (10 M events, +1% refresh: its dbt nodes 7.6 -> 10.2 s of CPU beside a spare).
+    The run itself goes on in the main thread, at the priority the worker was started with: the
+    threads dbt and DuckDB start then are the main thread's children, not this one's."""
+    result: list = []
+
+    def work() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass  # not Linux: the spare competes with the run at the same priority
+        try:
+            result.append(_get_ready())
+        except BaseException as exc:  # re-raised in the main thread
+            result.append(exc)
+
+    thread = threading.Thread(target=work, name="spare-get-ready", daemon=True)  # Ctrl-C: no wait
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def worker_main() -> int:
+    import_started = time.time()  # a project file changed after this: the spare may hold old code
+    files = _get_ready_at_low_priority()
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._core.instance import DagsterInstance
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts
+
+    reply = sys.stdout
+    print("ready", file=reply, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the launcher went away
+    request = json.loads(line)
+    with capture_interrupts():
+        with DagsterInstance.from_ref(deserialize_value(request["instance_ref"])) as instance:
+            reason = _why_not(instance, request["run_id"], import_started, files)
+            print("accepted" if reason is None else f"declined {reason}", file=reply, flush=True)
+            if reason is not None:
+                return 0
+            # From here on this is a run worker: its output goes where the launcher's stderr goes.
+            sys.stdout.flush()
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            return _execute_run_command_body(request["run_id"], instance, lambda event: None,
+                                             set_exit_code_on_failure=False)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(worker_main())
+    except KeyboardInterrupt:  # Ctrl-C of `make run` while this spare waited: nothing to report
+        sys.exit(130)
