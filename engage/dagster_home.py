@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
+from engage.files import write_atomically
 from engage.logs import log_event
 from engage.settings import Settings
 
@@ -61,10 +63,9 @@ def write_dagster_yaml(path: os.PathLike) -> str:
                       reason="edited by hand",
                       hint="add 'dequeue_interval_seconds: 1' under run_queue: refreshes start ~2 s sooner")
         return "kept"
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(DAGSTER_YAML)
-    os.replace(tmp, path)  # a Dagster process starting meanwhile reads the old or the new file
+    # A Dagster process starting meanwhile reads the old or the new file; two engage commands
+    # starting together each write under a temporary name of their own (both write the same text).
+    write_atomically(Path(path), DAGSTER_YAML, durable=False)
     return "written" if existing is None else "upgraded"
 
 
