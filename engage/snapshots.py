@@ -33,6 +33,7 @@ from engage.settings import Settings
 PUBLISHED_MARTS = (
     "session_metrics_hourly",
     "session_metrics_daily",
+    "session_cube",
     "user_engagement_hourly",
     "user_engagement_daily",
     "active_users_hourly",

@@ -1,4 +1,4 @@
-"""The bucket cubes (``engagement_cube``, ``activity_cube``, ``geo_cube``) and the ranking pipes' day
+"""The bucket cubes (``session_cube``, ``engagement_cube``, ``activity_cube``, ``geo_cube``) and the ranking pipes' day
 sums (``event_day_sums``, ``geo_day_sums``) held in memory, once per snapshot.
 
 A request that the cubes answer reads one contiguous run of cube rows: one selector (grain,
@@ -37,6 +37,8 @@ class CubeSpec:
 
 _SUMS = ("event_count", "unique_users", "duration_sum")
 ENGAGEMENT = CubeSpec("engagement_cube", ("grain", "filter_dim", "filter_value"), _SUMS)
+SESSIONS = CubeSpec("session_cube", ("grain", "filter_dim", "filter_value"),
+                    ("session_count", "bounced_sessions", "duration_sum"))
 ACTIVITY = CubeSpec("activity_cube", ("grain", "filter_dim", "filter_value", "platform"), ("active_users",))
 GEO = CubeSpec("geo_cube", ("grain", "group_by"), _SUMS, labels=("country", "region", "city"))
 
@@ -178,5 +180,6 @@ def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec, kind: type) -> CubeInd
     return index
 
 
-__all__ = ["ACTIVITY", "ENGAGEMENT", "EVENT_DAY_SUMS", "GEO", "GEO_DAY_SUMS", "CubeIndex", "CubeSpec", "DaySums",
+__all__ = ["ACTIVITY", "ENGAGEMENT", "EVENT_DAY_SUMS", "GEO", "GEO_DAY_SUMS", "SESSIONS", "CubeIndex", "CubeSpec",
+           "DaySums",
            "cube_index", "day_sums"]

@@ -1,9 +1,10 @@
-"""Fast, still exact, answers of the two time-series pipes that count distinct users, from the
-bucket cubes (docs/ARCHITECTURE.md, "Bucket cubes").
+"""Fast, still exact, answers of the time-series pipes from the bucket cubes (docs/ARCHITECTURE.md,
+"Bucket cubes"), and of the ranking pipes from the cubes, user spans and event-type masks.
 
 ``engagement_cube`` and ``activity_cube`` (dbt_project/macros/cube.sql) hold, per WHOLE calendar
 bucket (hour, day, ISO week, month), the exact distinct users (and, for engagement, event and
-duration sums) with no filter or one single-valued filter (activity: also per platform). A request
+duration sums) with no filter or one single-valued filter (activity: also per platform);
+``session_cube`` the session sums of session_metrics the same way. A request
 whose filters fit those rows is answered as:
 
 * buckets that lie entirely inside the window: one cube row each (from the snapshot's in-memory copy
@@ -32,7 +33,8 @@ from typing import Any, Callable
 import duckdb
 import numpy as np
 
-from serving.cubes import ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, CubeSpec, cube_index, day_sums
+from serving.cubes import (ACTIVITY, ENGAGEMENT, EVENT_DAY_SUMS, GEO, GEO_DAY_SUMS, SESSIONS, CubeSpec, cube_index,
+                           day_sums)
 from serving.formats import Result
 from serving.params import PipeQuery, buckets, truncate
 from serving.query import Part, distinct_users_sql, part_where, source_sql, window_parts
@@ -96,8 +98,11 @@ def _rows_if_present(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]
         return None  # mart existed, or had these columns (the general path answers it)
 
 
-def engagement(general: Callable) -> Callable:
-    """user_engagement_time_series: cube for whole buckets, ``general`` for the partial ones."""
+def _time_series(general: Callable, spec: CubeSpec, output_row: Callable[[tuple], tuple],
+                 empty_row: Callable[[datetime], tuple]) -> Callable:
+    """A time-series pipe answered from ``spec``'s cube (selector grain, filter_dim, filter_value)
+    for whole buckets, ``general`` for the partial ones. ``output_row``: a cube row
+    (period_start, *measures) as the pipe's row; ``empty_row``: the row of a bucket without data."""
 
     def answer(cur, q: PipeQuery, pipe) -> Result:
         f = _one_filter(pipe.filters_of(q), pipe.filters)
@@ -106,22 +111,37 @@ def engagement(general: Callable) -> Callable:
         whole, parts = split_window(q.time_bucket, q.h_start, q.h_end)
         if not whole:
             return general(cur, q, pipe)
-        cube = cube_index(cur, ENGAGEMENT)
+        cube = cube_index(cur, spec)
         if cube is None:
             return general(cur, q, pipe)
         got = cube.rows((q.time_bucket, f[0], f[1]), whole[0], whole[-1])
-        by_bucket: dict[datetime, tuple] = {r[0]: (r[0], int(r[1]), int(r[2]), r[3] / r[1] if r[1] else None)
-                                            for r in got}
+        by_bucket: dict[datetime, tuple] = {r[0]: output_row(r) for r in got}
         n, nbytes = len(got), len(got) * _CUBE_ROW_BYTES
         for lo, hi in parts:
             res = general(cur, _sub(q, lo, hi), pipe)
             n, nbytes = n + res.rows_read, nbytes + res.bytes_read
             for row in res.rows:
                 by_bucket[row[0]] = row
-        rows = [by_bucket.get(b) or (b, 0, 0, None) for b in buckets(q.time_bucket, q.h_start, q.h_end)]
+        rows = [by_bucket.get(b) or empty_row(b) for b in buckets(q.time_bucket, q.h_start, q.h_end)]
         return Result(pipe.columns_for(q), rows, len(rows), n, nbytes)
 
     return answer
+
+
+def engagement(general: Callable) -> Callable:
+    """user_engagement_time_series: ``engagement_cube`` for whole buckets, ``general`` for the partial ones."""
+    return _time_series(general, ENGAGEMENT,
+                        lambda r: (r[0], int(r[1]), int(r[2]), r[3] / r[1] if r[1] else None),  # events, users, duration
+                        lambda b: (b, 0, 0, None))
+
+
+def sessions(general: Callable) -> Callable:
+    """session_metrics: ``session_cube`` for whole buckets, ``general`` for the partial ones. Not for
+    distinct counts (sessions add up) but for size: a whole bucket is one row however many sessions
+    and platform × device × country combinations it holds."""
+    return _time_series(general, SESSIONS,  # sessions, bounced, duration -> sessions, avg duration, bounce rate
+                        lambda r: (r[0], int(r[1]), _avg(r[3], r[1]), _avg(r[2], r[1])),
+                        lambda b: (b, 0, None, None))
 
 
 def active_users(general: Callable) -> Callable:

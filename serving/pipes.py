@@ -232,7 +232,7 @@ PIPES: dict[str, Pipe] = {p.name: p for p in (
             Column("bounce_rate", "Nullable(Float64)",
                    "Share of single-event sessions, in [0, 1] (null without sessions)."),
         ),
-        answer=_session_metrics,
+        answer=fastpath.sessions(_session_metrics),
         example="start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59&time_bucket=day&platform=web",
     ),
     Pipe(

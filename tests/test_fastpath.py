@@ -116,6 +116,7 @@ def test_fast_paths_equal_the_reference(many_users):
             if tb == "hour" and (b - a).days > 40:
                 continue
             for f in filters:
+                check(client, oracle, PipeQuery("session_metrics", a, b, time_bucket=tb, filters=f), False)
                 check(client, oracle, PipeQuery("user_engagement_time_series", a, b, time_bucket=tb, filters=f), False)
                 for seg in (True, False):
                     check(client, oracle, PipeQuery("active_users", a, b, time_bucket=tb, filters=f,
@@ -230,6 +231,9 @@ def test_fast_paths_do_not_fall_back(many_users):
         whole = (D(2025, 1, 1), D(2025, 1, 31, 23, 59, 59))
         most = (D(2024, 11, 6), D(2025, 2, 24, 23, 59, 59))
         cases = [
+            (fastpath.sessions(general), PipeQuery("session_metrics", *whole, filters={"device": ["mobile"]})),
+            (fastpath.sessions(general), PipeQuery("session_metrics", D(2024, 11, 1), D(2025, 1, 31, 23, 59, 59),
+                                                   time_bucket="month", filters={"platform": [""]})),
             (fastpath.engagement(general), PipeQuery("user_engagement_time_series", *whole, filters={"country": ["US"]})),
             (fastpath.active_users(general), PipeQuery("active_users", D(2025, 1, 6), D(2025, 2, 2, 23, 59, 59),
                                                        time_bucket="week",

@@ -22,6 +22,7 @@ MART_DIMENSIONS = {
     "user_engagement": ["user_id", "event_type", "platform", "device", "country"],
     "active_users": ["user_id", "event_type", "platform", "country"],
     "geographic_distribution": ["user_id", "event_type", "platform", "device", "country", "region", "city"],
+    "session": ["grain", "filter_dim", "filter_value"],  # session_cube
     "engagement": ["grain", "filter_dim", "filter_value"],  # engagement_cube
     "activity": ["grain", "platform", "filter_dim", "filter_value"],  # activity_cube
     "geo": ["grain", "group_by", "country", "region", "city"],  # geo_cube
@@ -35,6 +36,7 @@ MART_MEASURES = {
     "user_engagement": ["event_count", "duration_sum"],
     "active_users": [],
     "geographic_distribution": ["event_count", "duration_sum"],
+    "session": ["session_count", "bounced_sessions", "duration_sum"],
     "engagement": ["event_count", "duration_sum", "unique_users"],
     "activity": ["active_users"],
     "geo": ["event_count", "unique_users", "duration_sum"],

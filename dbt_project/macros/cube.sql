@@ -38,8 +38,8 @@ cube_buckets as (
 
 {# The cube rows over the src_<grain> CTEs: for every grain, one group per bucket and `groupings`
    entry [segment value column or none, filter dimension or '']: the measures summed and the users
-   counted distinct (never a sum of smaller buckets). With `segment`, the rows carry that column
-   (NULL when the grouping has no segment). #}
+   counted distinct (never a sum of smaller buckets; `users_column` none: no users). With `segment`,
+   the rows carry that column (NULL when the grouping has no segment). #}
 {% macro cube_rows(groupings, measures=[], users_column='unique_users', segment=none) %}
 {%- for grain in ['hour', 'day', 'week', 'month'] %}
 {%- set grain_loop = loop %}
@@ -52,7 +52,7 @@ cube_buckets as (
         {{ dim if dim else "''" }} as filter_value,
         {% for m in measures %}cast(sum({{ m }}) as {{ dbt.type_bigint() }}) as {{ m }},
         {% endfor %}
-        count(distinct user_key) as {{ users_column }},
+        {% if users_column %}count(distinct user_key) as {{ users_column }},{% endif %}
         max(_max_batch_id) as _max_batch_id
     from src_{{ grain }}
     group by bucket{% if seg %}, {{ seg }}{% endif %}{% if dim %}, {{ dim }}{% endif %}
