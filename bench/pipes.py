@@ -27,6 +27,7 @@ What it does, in order (every number of one run goes into docs/PERFORMANCE.md):
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
 import math
@@ -240,6 +241,8 @@ def run_pipeline(root: Path, home: Path, env: dict[str, str], logs: Path, label:
 
 DEPLOYED_END = EXTRA_END + dt.timedelta(days=1)  # the deployed refresh's 1% new events: the day after
 WORKER_PID_TAG = "engage/run_worker_pid"  # orchestration/warm_launcher.py
+# A spare run worker's command line ends so: this engage's, and that of an engage before 8e9b551 (--baseline).
+SPARE_COMMANDS = (["-m", "orchestration.run_worker"], ["-m", "orchestration.warm_launcher"])
 DEPLOYED_STEPS = (("incremental", "refresh_job", "incremental (+1%)"), ("rebuild", "rebuild_job", "full rebuild"))
 DEPLOYED_PHASES = {"load": "load_landing_files", "dbt": "engage_dbt_models", "publish": "published_snapshot"}
 
@@ -300,7 +303,7 @@ class TreeSampler:
                 # Read now (a process seen between fork and exec had its parent's command line), and
                 # exactly: Dagster's own processes carry the instance's config, the launcher's name in it.
                 try:
-                    if q.cmdline()[-2:] == ["-m", "orchestration.run_worker"]:
+                    if q.cmdline()[-2:] in SPARE_COMMANDS:
                         spares.append(q)
                 except psutil.Error:
                     pass
@@ -693,21 +696,21 @@ def chdb_same(got: list[list], want: list[dict], q: PipeQuery) -> str | None:
 
 def load_test(port: int, make_path, clients: int, seconds: float, seed: int) -> dict:
     lat: list[float] = []
-    errors = [0]
+    statuses: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
 
     def worker(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
         api = Api(port)
-        mine = []
+        mine, seen = [], collections.Counter()
         while time.perf_counter() < stop_at:
             status, _, wall = api.get(make_path(rng))
-            if status != 200:
-                errors[0] += 1
+            seen[status] += 1
             mine.append(wall)
         with lock:
             lat.extend(mine)
+            statuses.update(seen)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
@@ -721,7 +724,10 @@ def load_test(port: int, make_path, clients: int, seconds: float, seed: int) -> 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(math.ceil(p * len(lat))) - 1)]
 
-    return {"requests": len(lat), "errors": errors[0], "seconds": elapsed, "rps": len(lat) / elapsed,
+    # requests/s counts the answers (200) only: a refused request (429) is no throughput
+    ok = statuses[200]
+    return {"requests": len(lat), "errors": len(lat) - ok, "statuses": dict(statuses), "seconds": elapsed,
+            "rps": ok / elapsed,
             "p50_ms": pct(0.50) * 1e3, "p99_ms": pct(0.99) * 1e3, "max_ms": lat[-1] * 1e3}
 
 
@@ -963,7 +969,9 @@ def write_doc(res: dict, args) -> None:
              "on the same 2 cores as the server. *Cases*: the 15 cases above in random order (a dashboard: the "
              "same queries again and again, answered from the per-snapshot result cache after the first time). "
              "*Random windows*: random pipe, window (1 hour .. 120 days, whole days or not), bucket and filter, "
-             "so practically every request is new and computed from the marts.\n")
+             "so practically every request is new and computed from the marts. *req/s*: requests answered 200 per "
+             "second; *errors*: requests answered otherwise (a 429 of a rate limit included). The server runs with "
+             "its default settings.\n")
     L.append("| mix | requests | errors | req/s | p50 ms | p99 ms | max ms |")
     L.append("|---|---:|---:|---:|---:|---:|---:|")
     for name, k in (("cases (repeated)", "load_cases"), ("random windows", "load_random")):
@@ -1064,8 +1072,10 @@ def goals(res: dict) -> list[str]:
     for name, k in (("cases", "load_cases"), ("random windows", "load_random")):
         t = main.get(k)
         if t:
-            out.append(f"| p99 ≤ 100 ms at 16 clients ({name}) | {t['p99_ms']:.1f} ms | {'yes' if t['p99_ms'] <= 100 else 'no'} |")
-            out.append(f"| ≥ 300 req/s at 16 clients ({name}) | {t['rps']:.0f} | {'yes' if t['rps'] >= 300 else 'no'} |")
+            clean = t["errors"] == 0  # every request answered: a 429 or an error is not a fast answer
+            errs = "" if clean else f" ({t['errors']} not answered 200)"
+            out.append(f"| p99 ≤ 100 ms at 16 clients ({name}) | {t['p99_ms']:.1f} ms{errs} | {'yes' if clean and t['p99_ms'] <= 100 else 'no'} |")
+            out.append(f"| ≥ 300 req/s at 16 clients ({name}) | {t['rps']:.0f}{errs} | {'yes' if clean and t['rps'] >= 300 else 'no'} |")
     sc = res.get("scale")
     if sc:
         small = {r["case"]: r for r in sc["cases"]}

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         "it). At 10 M events: peak RSS 2.2 GB, rebuild 52 s; 3GB: 2.9 GB, 49 s (docs/PERFORMANCE.md).")
     documentation_url: str = Field("docs/API.md", description="Where error responses point.")
     # Limits and security of the HTTP API (docs/API.md, "Limits" and "Security").
-    rate_limit_per_second: float = Field(2000, ge=0, description="Requests/s per token, sustained (0 = no limit).")
+    rate_limit_per_second: float = Field(5000, ge=0, description="Requests/s per token, sustained (0 = no limit).")
     rate_limit_burst: int | None = Field(None, ge=1, description="Requests per token at once; default 2 s worth.")
     rate_limit_anonymous_per_second: float = Field(
         100, ge=0, description="Requests/s per client address without a valid token (0 = no limit).")
