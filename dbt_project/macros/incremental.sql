@@ -51,3 +51,14 @@
     insert into {{ arg_dict["target_relation"] }} ({{ columns }})
     select {{ columns }} from {{ arg_dict["temp_relation"] }}
 {%- endmacro %}
+
+
+{# The first hour a session that changed since this model's watermark now starts in (NULL: none
+   changed). A late event can only move a session's start earlier, so every period whose sessions
+   changed (the changed sessions' old and new start periods) starts at or after it. The session
+   models recompute everything from there on (`replace_from`). #}
+{% macro first_changed_session_hour() -%}
+    select min({{ dbt.date_trunc('hour', 'session_start') }}) as period_start
+    from {{ ref('int_sessions') }}
+    where _max_batch_id > {{ batch_watermark() }}
+{%- endmacro %}

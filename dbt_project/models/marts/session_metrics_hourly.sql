@@ -11,9 +11,7 @@ with
 {% if is_incremental() %}
 first_changed_hour as (
 
-    select min({{ dbt.date_trunc('hour', 'session_start') }}) as period_start
-    from {{ ref('int_sessions') }}
-    where _max_batch_id > {{ batch_watermark() }}
+    {{ first_changed_session_hour() }}
 
 ),
 {% endif %}
