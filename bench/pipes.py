@@ -950,7 +950,9 @@ def write_doc(res: dict, args) -> None:
              "repetition), so the ratios are the figures to quote.\n")
     g = main["generated"]["main"]
     L.append(f"Dataset: `engage.generate.generate(events={main['events']:,}, days=365, seed={args.seed})`: "
-             f"{main['raw_rows']:,} events loaded (incl. the 1% increment), {g.get('users', 0):,} users, "
+             f"{main['raw_rows']:,} events loaded (incl. the 1% increment"
+             f"{'s of the two refreshes, `engage ingest` and deployed' if main.get('deployed') else ''}), "
+             f"{g.get('users', 0):,} users, "
              f"{g.get('sessions', 0):,} sessions, {g.get('start', '')} .. {g.get('end', '')}. Snapshot file "
              f"{mib(main['snapshot_bytes'])}, warehouse {mib(main['warehouse_bytes'])}.\n")
 
