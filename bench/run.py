@@ -1,6 +1,6 @@
 """`make bench`: the pipe benchmark (bench/pipes.py), which writes docs/PERFORMANCE.md.
 
-    make bench                                   # 10,000,000 events (about half an hour on 2 cores)
+    make bench                                   # 10,000,000 events (10-30 minutes on 2 cores, the first time more: it generates the data)
     make bench BENCH_ARGS="--events 1000000"     # a quicker run
 """
 
