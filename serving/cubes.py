@@ -1,5 +1,5 @@
-"""The bucket cubes (``session_cube``, ``engagement_cube``, ``activity_cube``, ``geo_cube``) and the ranking pipes' day
-sums (``event_day_sums``, ``geo_day_sums``) held in memory, once per snapshot.
+"""The bucket cubes (``session_cube``, ``engagement_cube``, ``activity_cube``, ``geo_cube``) and the
+ranking pipes' day sums (``event_day_sums``, ``geo_day_sums``) held in memory, once per snapshot.
 
 A request that the cubes answer reads one contiguous run of cube rows: one selector (grain,
 filter, platform; grain, group_by) and a range of bucket starts (a ranking: the rows of one
@@ -181,5 +181,4 @@ def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec, kind: type) -> CubeInd
 
 
 __all__ = ["ACTIVITY", "ENGAGEMENT", "EVENT_DAY_SUMS", "GEO", "GEO_DAY_SUMS", "SESSIONS", "CubeIndex", "CubeSpec",
-           "DaySums",
-           "cube_index", "day_sums"]
+           "DaySums", "cube_index", "day_sums"]

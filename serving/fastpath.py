@@ -131,7 +131,7 @@ def _time_series(general: Callable, spec: CubeSpec, output_row: Callable[[tuple]
 def engagement(general: Callable) -> Callable:
     """user_engagement_time_series: ``engagement_cube`` for whole buckets, ``general`` for the partial ones."""
     return _time_series(general, ENGAGEMENT,
-                        lambda r: (r[0], int(r[1]), int(r[2]), r[3] / r[1] if r[1] else None),  # events, users, duration
+                        lambda r: (r[0], int(r[1]), int(r[2]), _avg(r[3], r[1])),  # events, users, duration
                         lambda b: (b, 0, 0, None))
 
 
