@@ -14,14 +14,22 @@
     where {{ batch_column }} > {{ batch_watermark() }}
 {%- endmacro %}
 
-{# The raw events of every `key` (an hour, a session) that received events since this model's
-   watermark: all of them, old and new, so that each such key is recomputed whole. A full build
-   reads every event. #}
-{% macro events_of_changed(key) -%}
+{# The raw events of every hour that received events since this model's watermark: all of them, old
+   and new, so that each such hour is recomputed whole. A full build reads every event. #}
+{% macro events_of_changed_hours() -%}
     select * from {{ ref('stg_user_events') }}
     {% if is_incremental() %}
-    where {{ key }} in (select {{ key }} from {{ ref('stg_user_events') }} where _batch_id > {{ batch_watermark() }})
+    where {{ raw_from_first_changed('hour', batch_watermark()) }}
+      and event_hour in (select event_hour from {{ ref('stg_user_events') }} where _batch_id > {{ batch_watermark() }})
     {% endif %}
+{%- endmacro %}
+
+{# A condition on the raw events that every event of a period (`grain`: hour or day) holding an event
+   of a batch newer than `batch` meets: the event is not before the first such period. Implied by
+   the `period in (changed periods)` it goes with, it only lets DuckDB skip the older row groups
+   (raw rows arrive roughly in time order) instead of reading all of raw for the changed periods. #}
+{% macro raw_from_first_changed(grain, batch) -%}
+    event_at >= (select {{ dbt.date_trunc(grain, 'min(event_hour)') }} from {{ ref('stg_user_events') }} where _batch_id > {{ batch }})
 {%- endmacro %}
 
 

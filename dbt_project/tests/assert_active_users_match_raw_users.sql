@@ -10,7 +10,7 @@ changed_hours as (
 raw_hourly as (
     select event_hour as period_start, count(distinct user_id) as users
     from {{ ref('stg_user_events') }}
-    {% if since > 0 %}where event_hour in (select period_start from changed_hours){% endif %}
+    {% if since > 0 %}where {{ raw_from_first_changed('hour', since) }} and event_hour in (select period_start from changed_hours){% endif %}
     group by 1
 ),
 

@@ -14,13 +14,13 @@ changed_days as (
 raw_hours as (
     select count(*) as event_count, sum(duration) as duration_sum
     from {{ ref('stg_user_events') }}
-    {% if since > 0 %}where event_hour in (select period_start from changed_hours){% endif %}
+    {% if since > 0 %}where {{ raw_from_first_changed('hour', since) }} and event_hour in (select period_start from changed_hours){% endif %}
 ),
 
 raw_days as (
     select count(*) as event_count, sum(duration) as duration_sum
     from {{ ref('stg_user_events') }}
-    {% if since > 0 %}where {{ dbt.date_trunc('day', 'event_hour') }} in (select period_start from changed_days){% endif %}
+    {% if since > 0 %}where {{ raw_from_first_changed('day', since) }} and {{ dbt.date_trunc('day', 'event_hour') }} in (select period_start from changed_days){% endif %}
 ),
 
 mart_totals as (

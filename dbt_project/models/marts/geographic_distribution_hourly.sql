@@ -6,7 +6,7 @@
 
 with events as (
 
-    {{ events_of_changed('event_hour') }}
+    {{ events_of_changed_hours() }}
 
 ),
 
