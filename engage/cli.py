@@ -24,12 +24,15 @@ def run_refresh(settings: Settings, job_name: str = "refresh_job"):
     from dagster import DagsterInstance
 
     from engage.locking import refresh_lock
+    from engage.snapshots import restore_marts_quietly
     from orchestration.definitions import defs
 
     job = defs.resolve_job_def(job_name)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with refresh_lock(settings.refresh_lock_path, holder="engage ingest"):
-        return job.execute_in_process(instance=DagsterInstance.get(), run_config=quiet, raise_on_error=False)
+        result = job.execute_in_process(instance=DagsterInstance.get(), run_config=quiet, raise_on_error=False)
+        restore_marts_quietly(settings)  # for the next build, and dbt run by hand
+        return result
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ def refresh_lock(path: Path, timeout_seconds: float = 3600.0, holder: str = ""):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
+            if timeout_seconds <= 0:  # a try, not a wait
+                os.close(fd)
+                raise LockTimeout(f"{path} is held by another refresh") from None
             if not waited:
                 log_event(logger, "refresh_lock_waiting", holder=holder, lock=key)
                 waited = True

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     @property
     def marts_path(self) -> Path:
-        """The dbt marts (attached to the warehouse as `marts`); a snapshot is a copy of this file."""
+        """The dbt marts (attached to the warehouse as `marts`); publishing renames it into a snapshot."""
         return self.home_dir / "marts.duckdb"
 
     @property

@@ -3,6 +3,8 @@ passed (dbt_project/macros/tested_scope.sql); a full rebuild, and `full_tests`, 
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 from edge_data import edge_case_events, write_ndjson
 
@@ -111,3 +113,46 @@ def test_incremental_tests_read_what_changed_and_full_tests_read_all(engage_home
         marts.execute("UPDATE user_engagement_hourly SET period_start = period_start + INTERVAL 1 MINUTE "
                       "WHERE rowid = (SELECT min(rowid) FROM user_engagement_hourly)")
     assert failed(dbt("test", "--select", "user_engagement_hourly", "--vars", "{full_tests: true}")) == {HOURLY_GRAIN}
+
+
+def test_a_publish_makes_the_marts_file_the_snapshot_and_the_next_build_starts_from_a_copy(engage_home):
+    """Publishing renames the built marts file into snapshots/ (no copy); `engage ingest` then copies
+    the snapshot back for the next build. Restored from a snapshot older than the last build (a
+    publish that stopped between its rename and the CURRENT swap), the next build catches up from the
+    copy's own watermarks and tests every row newer than what the copy was tested through; a snapshot
+    that does not record that has all rows tested again."""
+    from engage.cli import run_refresh
+    from engage.snapshots import INFO_TABLE, current_snapshot, restore_marts
+
+    events = edge_case_events(seed=11, n_events=1500)
+    old = [e for e in events if e["timestamp"] < CUT]
+    new = [e for e in events if e["timestamp"] >= CUT]
+    write_ndjson(engage_home.landing / "old.ndjson", old)
+    assert run_refresh(engage_home).success
+    first = current_snapshot(engage_home)
+    assert engage_home.marts_path.read_bytes() == first.path.read_bytes()  # restored for the next build
+    with duckdb.connect(str(first.path), read_only=True) as snap:
+        assert snap.execute(f"SELECT tested_through_batch FROM {INFO_TABLE}").fetchone() == (1,)
+    assert restore_marts(engage_home) is None  # nothing to do: the marts file is there
+
+    write_ndjson(engage_home.landing / "new.ndjson", new)
+    assert run_refresh(engage_home).success
+    assert recorded_batch(engage_home) == 2
+    latest = sorted(engage_home.snapshots_dir.glob("*.duckdb"))
+    assert len(latest) == 2 and latest[0] == first.path
+
+    # The stop between rename and swap: CURRENT still names the first snapshot, no marts file.
+    (engage_home.snapshots_dir / "CURRENT").write_text(json.dumps({"snapshot_id": first.snapshot_id, "file": first.path.name}))
+    engage_home.marts_path.unlink()
+    restored = restore_marts(engage_home)
+    assert restored["snapshot_id"] == first.snapshot_id and restored["tested_through"] == 1
+    assert recorded_batch(engage_home) == 1  # the rows of batch 2 are built again, and tested again
+    corrupt(engage_home, before_cut=False)  # int_sessions (warehouse) is ahead of the copy: its batch-2 rows are read again
+    assert failed(dbt("build")) >= {SESSIONS_UNIQUE}
+
+    # A snapshot from before `tested_through_batch` (an upgrade): every row is tested again.
+    with duckdb.connect(str(first.path)) as snap:
+        snap.execute(f"ALTER TABLE {INFO_TABLE} DROP COLUMN tested_through_batch")
+    engage_home.marts_path.unlink()
+    assert restore_marts(engage_home)["tested_through"] is None
+    assert recorded_batch(engage_home) is None

@@ -233,6 +233,13 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
         while any(status not in ("SUCCESS", "FAILURE", "CANCELED") for _, status, _ in _run_events(settings.dagster_home)):
             assert time.time() < deadline
             time.sleep(0.5)
+        # The last publish made the marts file the snapshot; the next spare copies it back for the
+        # next build while it waits (orchestration/run_worker.py, MartsKeeper).
+        current = current_snapshot(settings)
+        while not settings.marts_path.exists():
+            assert time.time() < deadline, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert settings.marts_path.read_bytes() == current.path.read_bytes()
     finally:
         os.killpg(daemon.pid, signal.SIGINT)
         try:

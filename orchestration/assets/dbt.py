@@ -15,7 +15,7 @@ from engage import faults
 from engage.locking import refresh_lock
 from engage.logs import logfmt
 from engage.settings import Settings
-from engage.snapshots import discard_marts
+from engage.snapshots import discard_marts, restore_marts
 from orchestration.dbt_runner import dbt_build_events, invoke_dbt
 from orchestration.resources import EngageResource, build_dbt_project, newest_dbt_source_mtime
 
@@ -109,6 +109,8 @@ def engage_dbt_models(context: AssetExecutionContext, engage: EngageResource, co
         faults.point("dbt_before_build")
         if config.full_refresh:
             discard_marts(settings)  # rebuilt whole: a compact file in row order (engage/snapshots.py)
+        elif restored := restore_marts(settings):  # the last publish made the marts file a snapshot
+            context.log.info(logfmt("marts_restored", **restored))
         parsed = take_parsed_ahead(args)
         context.log.info(logfmt("dbt_build_started", args=" ".join(args), parsed_ahead=parsed is not None))
         yield from dbt_build_events(context, dbt_project, translator, args, target, parsed)

@@ -14,7 +14,8 @@ MART_KEYS = [AssetKey([MARTS_SCHEMA, mart]) for mart in PUBLISHED_MARTS]
 
 @asset(deps=MART_KEYS, group_name="serving", compute_kind="duckdb")
 def published_snapshot(context: AssetExecutionContext, engage: EngageResource) -> MaterializeResult:
-    """Copy the marts into snapshots/<id>.duckdb, fsync, rename, then swap the CURRENT pointer."""
+    """Seal the marts file dbt built (snapshot_info, checkpoint, fsync, read back), rename it to
+    snapshots/<id>.duckdb, then swap the CURRENT pointer."""
     settings = engage.settings()
     with refresh_lock(settings.refresh_lock_path, holder=f"run {context.run_id}"):
         con = connect_warehouse(settings)

@@ -37,6 +37,6 @@ hourly_activity as (
 )
 
 select * from hourly_activity
--- The mart is written in the order the API reads it (a snapshot is a copy of the marts file;
+-- The mart is written in the order the API reads it (the marts file becomes the snapshot;
 -- docs/ARCHITECTURE.md, "Row order of the marts").
 order by period_start
