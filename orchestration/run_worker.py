@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import sys
 import threading
 import time
@@ -22,6 +23,8 @@ logger = logging.getLogger("engage.run_worker")
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFINITIONS_MODULE = "orchestration.definitions"
+# The pid of the run worker that took the previous run (set by the launcher): get ready after it.
+AFTER_PID_ENV = "ENGAGE_SPARE_AFTER_PID"
 
 
 def _project_files() -> list[Path]:
@@ -93,9 +96,10 @@ def _get_ready() -> list[Path]:
 
 
 def _get_ready_at_low_priority() -> list[Path]:
-    """_get_ready in a thread of the lowest CPU priority (nice 19; on Linux a thread's own). A spare
-    starts when the previous one takes a run, and its ~5 s of CPU would otherwise slow that run down
-    on a 2-core machine (10 M events, +1% refresh: its dbt nodes 7.6 -> 10.2 s of CPU beside a spare).
+    """_get_ready in a thread of the lowest CPU priority (nice 19; on Linux a thread's own): a run
+    may still start beside it (a run worker not started by this launcher, `engage ingest`), and its
+    ~5 s of CPU would otherwise slow that run down on a 2-core machine (10 M events, +1% refresh: its
+    dbt nodes 7.6 -> 10.2 s of CPU beside a spare at normal priority).
     The run itself goes on in the main thread, at the priority the worker was started with: the
     threads dbt and DuckDB start then are the main thread's children, not this one's."""
     result: list = []
@@ -150,7 +154,9 @@ class MartsKeeper:
                 continue
             try:
                 with refresh_lock(settings.refresh_lock_path, timeout_seconds=0, holder="spare run worker"):
-                    restore_marts_quietly(settings)
+                    restored = restore_marts_quietly(settings)
+                if restored:
+                    log_event(logger, "marts_restored_ahead", **restored)
             except LockTimeout:
                 continue
 
@@ -163,7 +169,55 @@ def _lowest_priority() -> None:
         pass  # not Linux: the spare competes with the run at the same priority
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: the launcher reaps its workers as they exit
+
+
+def wait_for_previous_run(pid: int, stdin, poll_seconds: float = 0.1) -> str | None:
+    """Wait until the run worker `pid` (which took the previous run) has exited, before getting
+    ready: a spare's imports and parse beside a run slow its dbt step down by ~15% even at nice 19
+    (10 M events, +1% refresh, deployed: 3.5-3.6 s -> 3.0-3.1 s without; the cores' caches, not their
+    time: a niced busy loop beside it costs nothing). The run queue starts the next refresh only
+    after this one, so the spare still gets ready before it in all but back-to-back refreshes.
+    Returns None when that run ended, or what came on stdin meanwhile: "" (the launcher went away),
+    or a run request."""
+    while _alive(pid):
+        readable, _, _ = select.select([stdin], [], [], poll_seconds)
+        if readable:
+            return stdin.readline()
+    return None
+
+
+def _log_to_stderr() -> None:
+    """The spare's own events (waited, parsed ahead, marts restored) on stderr, which goes where the
+    launcher's goes (`dagster dev`'s output); a run's events go to Dagster's logs as in any run."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def worker_main() -> int:
+    _log_to_stderr()
+    pending = None
+    if os.environ.get(AFTER_PID_ENV):
+        started = time.monotonic()
+        pending = wait_for_previous_run(int(os.environ[AFTER_PID_ENV]), sys.stdin)
+        log_event(logger, "spare_waited_for_run", pid=os.environ[AFTER_PID_ENV],
+                  seconds=round(time.monotonic() - started, 1))
+        if pending == "":
+            return 0  # the launcher went away
     import_started = time.time()  # a project file changed after this: the spare may hold old code
     files = _get_ready_at_low_priority()
     from dagster._cli.api import _execute_run_command_body
@@ -174,7 +228,7 @@ def worker_main() -> int:
     reply = sys.stdout
     keeper = MartsKeeper().start()
     print("ready", file=reply, flush=True)
-    line = sys.stdin.readline()
+    line = pending if pending is not None else sys.stdin.readline()
     keeper.stop()
     if not line:
         return 0  # the launcher went away

@@ -6,9 +6,10 @@ then dbt parses the project: ~5 s of CPU, the largest part of a small refresh's 
 (docs/INGESTION.md, "Freshness"). This launcher keeps one spare worker
 (``python -m orchestration.run_worker``) that has done the imports and the dbt parse already
 (orchestration/assets/dbt.py: parse_ahead) and waits for a run id. A run goes to the spare, which
-runs it as ``dagster api execute_run`` would and exits when it ends, while the next spare gets
-ready, at the lowest CPU priority so as not to slow that run down, even when runs follow back to
-back.
+runs it as ``dagster api execute_run`` would and exits when it ends. The next spare starts at the
+hand-over and gets ready once that run's worker has exited (its imports beside the run slowed the
+run's dbt step down by ~15%, even at the lowest CPU priority, which it still takes), then copies the
+new snapshot back as the marts file of the next build (run_worker.py, MartsKeeper).
 
 Whatever the spare cannot vouch for goes to DefaultRunLauncher, unchanged: no spare yet (the first
 run after start-up), a spare that died or did not answer, a run of another code location, or code
@@ -32,6 +33,7 @@ from pathlib import Path
 from dagster import DefaultRunLauncher
 
 from engage.logs import log_event
+from orchestration.run_worker import AFTER_PID_ENV
 
 logger = logging.getLogger("engage.warm_launcher")
 
@@ -46,8 +48,9 @@ ACCEPT_TIMEOUT_SECONDS = 90.0
 class SpareWorker:
     """A `python -m orchestration.run_worker` process and the lines it answers on stdout."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=PROJECT_DIR,
+    def __init__(self, after_pid: int | None = None):
+        env = {**os.environ, AFTER_PID_ENV: str(after_pid)} if after_pid else None
+        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=PROJECT_DIR, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True, name=f"spare-{self.proc.pid}").start()
@@ -123,7 +126,8 @@ class WarmRunLauncher(DefaultRunLauncher):
                 outcome = "no spare worker yet"
             else:
                 outcome = spare.hand_over(run.run_id, serialize_value(self._instance.get_ref()))
-            self._spare = SpareWorker()
+            # The next spare gets ready once this run's worker has exited (run_worker.py).
+            self._spare = SpareWorker(after_pid=spare.pid if outcome == "accepted" else None)
         if outcome == "accepted":
             self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(spare.pid)})
             self._run_ids.add(run.run_id)

@@ -199,6 +199,33 @@ def test_a_spare_gets_ready_at_the_lowest_priority_and_runs_at_its_own(monkeypat
         run_worker._get_ready_at_low_priority()
 
 
+def test_a_spare_gets_ready_only_once_the_previous_run_worker_has_exited():
+    """The next spare waits for the worker of the run before it (exited, even if not reaped yet), and
+    stops waiting at once for what comes on its stdin: a run request, or the launcher's EOF."""
+    from orchestration.run_worker import wait_for_previous_run
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as stdin, os.fdopen(write_end, "w") as launcher:
+        previous = subprocess.Popen(["sleep", "1"])  # not waited for: a zombie once it exits
+        started = time.monotonic()
+        assert wait_for_previous_run(previous.pid, stdin) is None
+        assert 0.9 < time.monotonic() - started < 10
+        previous.wait()
+        assert wait_for_previous_run(previous.pid, stdin) is None  # gone: no wait
+
+        running = subprocess.Popen(["sleep", "60"])
+        try:
+            launcher.write('{"run_id": "r1"}\n')
+            launcher.flush()
+            assert wait_for_previous_run(running.pid, stdin) == '{"run_id": "r1"}\n'
+            launcher.close()
+            assert wait_for_previous_run(running.pid, stdin) == ""
+            assert running.poll() is None
+        finally:
+            running.kill()
+            running.wait()
+
+
 def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_a_code_change(tmp_path):
     """The real Dagster daemon and code server, the landing sensor, three refreshes: the first in a new
     process (no spare worker yet), the second in the warm spare, the third in a new process again
@@ -219,6 +246,12 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
         posted = 0
         for batch in range(3):
             if batch == 2:
+                # The spare of run 3 gets ready once run 2's worker has exited, then restores the marts
+                # file (which run 2's publish made the snapshot): from then on it holds the code.
+                deadline = time.time() + 120
+                while not settings.marts_path.exists():
+                    assert time.time() < deadline, (tmp_path / "daemon.log").read_text()[-3000:]
+                    time.sleep(0.2)
                 now = time.time()
                 os.utime(manifest, (now, now))  # newer than what the spare imported
             events = edge_case_events(seed=80 + batch, n_events=150)
@@ -264,3 +297,10 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
     assert "a new process: declined the code changed" in launched[2]
     parsed_ahead = [next(m for m in messages if "event=dbt_build_started" in m) for _, _, messages in runs]
     assert [("parsed_ahead=True" in m) for m in parsed_ahead] == [False, True, False]
+    # The spare started at run 2's hand-over got ready after run 2's worker had exited, then restored
+    # the marts for run 3, whose build had nothing to restore; the spare started at run 3's launch
+    # (declined: a new process) did not wait, and restored the marts after run 3.
+    daemon_log = (tmp_path / "daemon.log").read_text()
+    assert daemon_log.count("event=spare_waited_for_run") == 1, daemon_log[-3000:]
+    assert daemon_log.count("event=marts_restored_ahead") >= 2, daemon_log[-3000:]
+    assert not any("event=marts_restored " in m for m in runs[2][2])
