@@ -26,6 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from orchestration.run_worker import process_alive
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 DOC_PATH = PROJECT_DIR / "docs" / "INGESTION.md"
@@ -76,20 +78,6 @@ def _descendants(pid: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Processes:
@@ -144,17 +132,17 @@ class Processes:
                 p.kill()
                 p.wait(5)
         # Descendants that moved to a session of their own (e.g. Dagster run workers).
-        leftovers = [pid for pid in self._known if _alive(pid)]
+        leftovers = [pid for pid in self._known if process_alive(pid)]
         for pid in leftovers:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         end = time.monotonic() + 5
-        while any(_alive(pid) for pid in leftovers) and time.monotonic() < end:
+        while any(process_alive(pid) for pid in leftovers) and time.monotonic() < end:
             time.sleep(0.1)
         for pid in leftovers:
-            if _alive(pid):
+            if process_alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

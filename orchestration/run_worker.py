@@ -169,7 +169,7 @@ def _lowest_priority() -> None:
         pass  # not Linux: the spare competes with the run at the same priority
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, exited and not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
@@ -180,7 +180,7 @@ def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
-        return True  # no /proc: the launcher reaps its workers as they exit
+        return not Path("/proc/self").exists()  # gone meanwhile; without /proc, kill's answer stands
 
 
 def wait_for_previous_run(pid: int, stdin, poll_seconds: float = 0.1) -> str | None:
@@ -191,7 +191,7 @@ def wait_for_previous_run(pid: int, stdin, poll_seconds: float = 0.1) -> str | N
     after this one, so the spare still gets ready before it in all but back-to-back refreshes.
     Returns None when that run ended, or what came on stdin meanwhile: "" (the launcher went away),
     or a run request."""
-    while _alive(pid):
+    while process_alive(pid):
         readable, _, _ = select.select([stdin], [], [], poll_seconds)
         if readable:
             return stdin.readline()
