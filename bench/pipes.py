@@ -240,7 +240,6 @@ def run_pipeline(root: Path, home: Path, env: dict[str, str], logs: Path, label:
 # ----------------------------------------------------------------------------- as deployed
 
 DEPLOYED_END = EXTRA_END + dt.timedelta(days=1)  # the deployed refresh's 1% new events: the day after
-WORKER_PID_TAG = "engage/run_worker_pid"  # orchestration/warm_launcher.py
 # A spare run worker's command line ends so: this engage's, and that of an engage before 8e9b551 (--baseline).
 SPARE_COMMANDS = (["-m", "orchestration.run_worker"], ["-m", "orchestration.warm_launcher"])
 DEPLOYED_STEPS = (("incremental", "refresh_job", "incremental (+1%)"), ("rebuild", "rebuild_job", "full rebuild"))
@@ -425,6 +424,8 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
             r = run_timeline(dagster_home, run.run_id)
             # the shape of an `engage ingest` record (ingest()): its phases are the run's steps
             r["phases"] = {phase: r["steps"][step] for phase, step in DEPLOYED_PHASES.items() if step in r["steps"]}
+            from orchestration.warm_launcher import WORKER_PID_TAG
+
             pid = int(run.tags.get(WORKER_PID_TAG, 0))
             r["peak_rss"] = sampler.peak_rss.get(pid)
             r["cpu_seconds"] = sampler.cpu.get(pid)

@@ -20,12 +20,22 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def temporary_path(path: Path) -> Path:
+    """The temporary name under which this process writes `path` before renaming it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def temporary_paths(path: Path) -> list[Path]:
+    """The temporary names of `path` that any process left (one that crashed before its rename)."""
+    return list(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 def write_atomically(path: Path, data: str | bytes | Iterable[bytes], durable: bool = True) -> None:
     """Write `data` (text, bytes, or chunks of bytes) under a temporary name and rename it to `path`.
     `durable`: fsync the file before the rename and the folder after, so a crash keeps the old or
     the new content, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as fh:
             chunks = [data.encode()] if isinstance(data, str) else [data] if isinstance(data, bytes) else data

@@ -27,7 +27,7 @@ import duckdb
 from engage import faults
 
 from engage.db import one
-from engage.files import fsync_path, write_atomically
+from engage.files import fsync_path, temporary_path, temporary_paths, write_atomically
 
 from engage.logs import log_event
 from engage.settings import Settings
@@ -188,9 +188,9 @@ def restore_marts(settings: Settings) -> dict | None:
     if source is None:
         return None
     started = time.perf_counter()
-    for leftover in (*marts.parent.glob(f".{marts.name}.*.tmp"), marts.with_name(marts.name + ".wal")):
+    for leftover in (*temporary_paths(marts), _wal(marts)):
         leftover.unlink(missing_ok=True)  # of a restore that crashed; a log would be replayed on the copy
-    tmp = marts.with_name(f".{marts.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(marts)
     try:
         shutil.copyfile(source.path, tmp)
         fsync_path(tmp)
@@ -223,8 +223,13 @@ def discard_marts(settings: Settings) -> None:
     space of dropped tables but never shrinks its file, and a snapshot is the whole file, so a
     rebuild over the old file would double every snapshot. Published snapshots are separate files:
     the API keeps serving. Should the rebuild fail, the next run builds the missing marts whole."""
-    for path in (settings.marts_path, settings.marts_path.with_name(settings.marts_path.name + ".wal")):
+    for path in (settings.marts_path, _wal(settings.marts_path)):
         path.unlink(missing_ok=True)
+
+
+def _wal(database: Path) -> Path:
+    """DuckDB's write-ahead log of a database file."""
+    return database.with_name(database.name + ".wal")
 
 
 # The warehouse's record of the newest raw batch whose rows passed dbt's tests (macros/tested_scope.sql).
@@ -279,7 +284,7 @@ def _seal_marts(warehouse: duckdb.DuckDBPyConnection, marts: Path, info: list) -
     finally:
         if not attached:
             warehouse.execute("DETACH marts")
-    wal = marts.with_name(marts.name + ".wal")
+    wal = _wal(marts)
     if wal.exists() and wal.stat().st_size:
         raise SnapshotProblem(f"{wal} is not empty after a checkpoint; is another process writing the marts?")
     wal.unlink(missing_ok=True)
@@ -292,7 +297,7 @@ def _validate_written(path: Path, snapshot_id: str, rows: dict[str, int]) -> Non
         with duckdb.connect(str(path), read_only=True) as con:
             found = check_snapshot(con, snapshot_id)
         if found != rows:
-            raise SnapshotProblem(f"snapshot {snapshot_id} holds {found} rows, not the {rows} copied")
+            raise SnapshotProblem(f"snapshot {snapshot_id} holds {found} rows, not the {rows} counted before")
     except (SnapshotProblem, duckdb.Error) as exc:
         # A marts file that does not read back is not built on either: the next build starts from
         # a copy of the current snapshot (restore_marts) and rebuilds what is newer.
@@ -313,7 +318,8 @@ def prune(settings: Settings) -> int:
             f.unlink(missing_ok=True)
             removed += 1
     for stale in settings.snapshots_dir.glob(".*.duckdb.tmp"):
-        # A crashed publish leaves its temporary file; it was never current.
+        # The temporary copy of a publish that crashed (before 2026-11-29 publishing copied the
+        # marts file here); it was never current.
         if time.time() - stale.stat().st_mtime > 3600:
             stale.unlink(missing_ok=True)
     return removed
