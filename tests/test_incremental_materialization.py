@@ -1,0 +1,64 @@
+"""The project's `incremental` materialization (dbt_project/macros/materializations/incremental.sql)
+merges new rows after one query of both column lists. A model whose columns no longer match its
+stored table (a release changed it) still stops with dbt's own `on_schema_change: fail` message and
+changes nothing; a full refresh rebuilds it. (That incremental runs equal full rebuilds, file after
+file, is tests/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import duckdb
+from edge_data import edge_case_events, write_ndjson
+
+from engage.loader import load_pending
+from engage.settings import Settings
+
+CUT = "2025-02-03 00:00:00"
+WIDENED = "active_users_daily"  # the stored table gains a column the model does not have
+RETYPED = "session_metrics_hourly"  # a stored column's type differs from the model's
+
+
+def dbt(*args: str) -> dict[str, tuple[str, str]]:
+    """Run dbt as the refresh job does: the status and message of every node, by name."""
+    from orchestration.assets.dbt import dbt_project
+    from orchestration.dbt_runner import invoke_dbt
+
+    result = invoke_dbt(dbt_project, list(args), Settings().state_dir / "dbt_target")
+    assert result.result is not None, result.exception
+    return {r.node.name: (str(r.status), r.message or "") for r in result.result.results}
+
+
+def mart(settings: Settings, sql: str) -> list[tuple]:
+    with duckdb.connect(str(settings.marts_path)) as marts:
+        return marts.execute(sql).fetchall()
+
+
+def columns(settings: Settings, table: str) -> list[tuple[str, str]]:
+    return mart(settings, f"SELECT column_name, column_type FROM (DESCRIBE {table})")
+
+
+def test_changed_columns_stop_the_incremental_run_with_dbts_message_and_a_full_refresh_mends_them(engage_home):
+    events = edge_case_events(seed=23, n_events=1500)
+    write_ndjson(engage_home.landing / "old.ndjson", [e for e in events if e["timestamp"] < CUT])
+    load_pending(engage_home)
+    statuses = dbt("run")
+    assert {s for s, _ in statuses.values()} == {"success"}
+    built = {t: columns(engage_home, t) for t in (WIDENED, RETYPED)}
+    assert ("session_count", "BIGINT") in built[RETYPED]
+
+    mart(engage_home, f"ALTER TABLE {WIDENED} ADD COLUMN stale_column INTEGER")
+    mart(engage_home, f"ALTER TABLE {RETYPED} ALTER COLUMN session_count TYPE DOUBLE")
+    rows_before = {t: mart(engage_home, f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}") for t in (WIDENED, RETYPED)}
+    write_ndjson(engage_home.landing / "new.ndjson", [e for e in events if e["timestamp"] >= CUT])
+    load_pending(engage_home)
+
+    statuses = dbt("run")
+    for table, detail in ((WIDENED, "stale_column"), (RETYPED, "session_count")):
+        status, message = statuses[table]
+        assert status == "error" and "out of sync" in message and detail in message, (table, message)
+        assert mart(engage_home, f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {table}") == rows_before[table]
+    others = {name: s for name, (s, _) in statuses.items() if name not in (WIDENED, RETYPED)}
+    assert set(others.values()) <= {"success", "skipped"} and "success" in others.values()
+
+    statuses = dbt("run", "--full-refresh")
+    assert {s for s, _ in statuses.values()} == {"success"}
+    assert {t: columns(engage_home, t) for t in (WIDENED, RETYPED)} == built
