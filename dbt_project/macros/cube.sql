@@ -18,7 +18,8 @@ src_{{ grain }} as (
     select {{ dbt.date_trunc(grain, 'period_start') }} as bucket, *
     from {{ src }}
     {% if is_incremental() %}
-    where {{ dbt.date_trunc(grain, 'period_start') }} in (
+    where {{ from_first_changed_period(src, grain) }}
+      and {{ dbt.date_trunc(grain, 'period_start') }} in (
         select distinct {{ dbt.date_trunc(grain, 'period_start') }}
         from {{ src }}
         where _max_batch_id > {{ batch_watermark() }}

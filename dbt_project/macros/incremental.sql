@@ -33,6 +33,17 @@
 {%- endmacro %}
 
 
+{# A condition on the rows of `relation` (a mart with period_start and _max_batch_id, written in
+   period order) that every row of a `grain` period holding a row newer than this model's watermark
+   meets: period_start is not before the first such period. Implied by the `period in (changed
+   periods)` it goes with, it lets DuckDB skip the row groups before it by their min/max, where an
+   IN on date_trunc(period_start) reads the whole mart (10 M events, +1%: engagement_cube's new rows
+   0.10-0.16 s -> 0.04 s). #}
+{% macro from_first_changed_period(relation, grain) -%}
+    period_start >= (select {{ dbt.date_trunc(grain, 'min(period_start)') }} from {{ relation }} where _max_batch_id > {{ batch_watermark() }})
+{%- endmacro %}
+
+
 {# Stops an incremental run of a model whose stored table lacks `columns` (a release changed the
    model, and its SQL reads the stored rows by those columns), naming the fix; `on_schema_change`
    would only see the difference after this SQL ran, and fail on a binder error first. #}

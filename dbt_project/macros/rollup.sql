@@ -3,7 +3,9 @@
    all source rows of those periods; the model's unique_key (period_start) replaces them whole.
    With `from_first_affected` (for incremental_strategy='replace_from'): every period from the first
    one that received new batches on is recomputed, so that a period whose source rows all went away
-   is replaced too. #}
+   is replaced too. Either way the source rows are read from the first affected period on
+   (`period_start >=`, which DuckDB checks against each row group's min/max: the sources are in
+   period order), not by an IN on date_trunc(period_start) over the whole source. #}
 {% macro incremental_rollup(source_relation, grain, dimensions, measures=[], from_first_affected=false) %}
 {%- set period = dbt.date_trunc(grain, 'period_start') -%}
 {% if is_incremental() %}
@@ -20,7 +22,8 @@ source_rows as (
 
     select * from {{ source_relation }}
     {% if is_incremental() %}
-    where {{ period }} {{ ">= (select min(period_start)" if from_first_affected else "in (select period_start" }} from affected_periods)
+    where period_start >= (select min(period_start) from affected_periods)
+    {% if not from_first_affected %}and {{ period }} in (select period_start from affected_periods){% endif %}
     {% endif %}
 
 ),
