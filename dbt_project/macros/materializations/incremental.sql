@@ -3,7 +3,7 @@
    dbt's fixed work per model, not DuckDB's: dbt-duckdb reads the columns of the new rows and of the
    stored table four times (`expand_target_column_types`, then `on_schema_change`), each through
    `adapter.get_columns_in_relation`, which builds a full macro context per call (10 M events, +1%:
-   dbt's elapsed time 2.35 -> 1.95 s; docs/PERFORMANCE.md). Here one query reads both column lists;
+   dbt's elapsed time 2.35 -> 2.03 s, docs/PIPELINE.md). Here one query reads both column lists;
    when they are equal (every run but the first after a release changed a model) they are the
    columns to merge, and when they are not, dbt's own `process_schema_changes` decides, as before:
    `on_schema_change` (fail, append_new_columns, sync_all_columns, ignore) behaves as documented.
