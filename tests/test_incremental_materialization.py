@@ -62,3 +62,40 @@ def test_changed_columns_stop_the_incremental_run_with_dbts_message_and_a_full_r
     statuses = dbt("run", "--full-refresh")
     assert {s for s, _ in statuses.values()} == {"success"}
     assert {t: columns(engage_home, t) for t in (WIDENED, RETYPED)} == built
+
+
+def test_a_build_with_few_new_rows_runs_duckdb_on_one_thread_and_a_large_one_on_all(engage_home):
+    """macros/threads.sql: the refresh's small queries run on one DuckDB thread each; a full refresh,
+    or more new raw rows than `few_new_rows` since the last tested build, keeps every core."""
+    from orchestration.assets.dbt import dbt_project
+    from orchestration.dbt_runner import invoke_dbt
+
+    def threads_set(*args: str) -> list[str]:
+        messages: list[str] = []
+        result = invoke_dbt(dbt_project, list(args), Settings().state_dir / "dbt_target",
+                            callbacks=[lambda event: messages.append(event.info.msg)])
+        assert result.success, result.exception
+        return [m for m in messages if m.startswith("duckdb_threads=")]
+
+    def raw_rows(batch: int) -> int:
+        from engage.loader import connect_warehouse
+
+        con = connect_warehouse(engage_home)
+        try:
+            return con.execute("SELECT count(*) FROM raw.user_events WHERE _batch_id = ?", [batch]).fetchone()[0]
+        finally:
+            con.close()
+
+    events = edge_case_events(seed=29, n_events=900)
+    thirds = [events[i::3] for i in range(3)]
+    for n, part in enumerate(thirds, start=1):
+        write_ndjson(engage_home.landing / f"part{n}.ndjson", part)
+        load_pending(engage_home)
+        if n == 1:
+            # a first build: every raw row is new; fewer than few_new_rows here
+            assert threads_set("build") == [f"duckdb_threads=1 new_rows={raw_rows(1)} (a small build: one DuckDB thread per query)"]
+        elif n == 2:
+            assert [m.split()[1] for m in threads_set("build")] == [f"new_rows={raw_rows(2)}"]
+        else:
+            assert threads_set("build", "--vars", f"{{few_new_rows: {raw_rows(3) - 1}}}") == []
+    assert threads_set("build", "--full-refresh") == []

@@ -99,8 +99,14 @@
 
 {# The model or source node whose relation is `relation` (none if there is none). #}
 {% macro node_of_relation(relation) -%}
+    {%- set name = (relation | string) | lower -%}
+    {#- a generic test names the model it is attached to: no search (a test of a source has none) -#}
+    {%- set attached = graph.nodes.get(model.attached_node) if model.attached_node else none -%}
+    {%- if attached and (attached.relation_name or '') | lower == name -%}
+        {{ return(attached) }}
+    {%- endif -%}
     {%- for node in graph.nodes.values() | list + graph.sources.values() | list -%}
-        {%- if node.resource_type in ['model', 'source'] and (node.relation_name or '') | lower == (relation | string) | lower -%}
+        {%- if node.resource_type in ['model', 'source'] and (node.relation_name or '') | lower == name -%}
             {{ return(node) }}
         {%- endif -%}
     {%- endfor -%}
