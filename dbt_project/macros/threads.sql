@@ -1,7 +1,7 @@
 {# on-run-start: DuckDB's threads for this build. A refresh adds few rows: its queries are small, and
    dbt's own Python (one core at a time, the GIL) needs a core beside them; one DuckDB thread per
    query (dbt runs two at once) is then faster than two (10 M events, +1%: dbt's elapsed time
-   1.93 -> 1.70 s, docs/PERFORMANCE.md). A full refresh, a first build and a backlog of more than
+   1.93 -> 1.70 s, docs/PERFORMANCE.md). A full refresh, and a first build or a backlog of more than
    `var('few_new_rows')` raw rows newer than the last tested build keep DuckDB's default (every
    core) for their large queries. The setting lasts as long as the build's DuckDB connection. #}
 {% macro set_threads_for_build() -%}
