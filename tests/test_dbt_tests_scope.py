@@ -22,10 +22,10 @@ BUGS_FOUND = {HOURLY_GRAIN, SESSIONS_UNIQUE, TOTALS, SESSION_TOTALS}
 
 def dbt(command: str, *args: str) -> dict[str, str]:
     """Run dbt as the refresh job does; the status of every test (by name prefix) and model."""
-    from orchestration.assets.dbt import dbt_project
+    from orchestration.assets.dbt import dbt_project, dbt_target
     from orchestration.dbt_runner import invoke_dbt
 
-    result = invoke_dbt(dbt_project, [command, *args], Settings().state_dir / "dbt_target")
+    result = invoke_dbt(dbt_project, [command, *args], dbt_target(Settings()))
     assert result.result is not None, result.exception
     return {r.node.name: str(r.status) for r in result.result.results}
 

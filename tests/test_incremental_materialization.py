@@ -17,12 +17,17 @@ WIDENED = "active_users_daily"  # the stored table gains a column the model does
 RETYPED = "session_metrics_hourly"  # a stored column's type differs from the model's
 
 
-def dbt(*args: str) -> dict[str, tuple[str, str]]:
-    """Run dbt as the refresh job does: the status and message of every node, by name."""
-    from orchestration.assets.dbt import dbt_project
+def run_dbt(*args: str, callbacks=()):
+    """Run dbt as the refresh job does (in this process, the home's dbt target); dbt's result."""
+    from orchestration.assets.dbt import dbt_project, dbt_target
     from orchestration.dbt_runner import invoke_dbt
 
-    result = invoke_dbt(dbt_project, list(args), Settings().state_dir / "dbt_target")
+    return invoke_dbt(dbt_project, list(args), dbt_target(Settings()), callbacks=callbacks)
+
+
+def dbt(*args: str) -> dict[str, tuple[str, str]]:
+    """The status and message of every node, by name."""
+    result = run_dbt(*args)
     assert result.result is not None, result.exception
     return {r.node.name: (str(r.status), r.message or "") for r in result.result.results}
 
@@ -67,13 +72,9 @@ def test_changed_columns_stop_the_incremental_run_with_dbts_message_and_a_full_r
 def test_a_build_with_few_new_rows_runs_duckdb_on_one_thread_and_a_large_one_on_all(engage_home):
     """macros/threads.sql: the refresh's small queries run on one DuckDB thread each; a full refresh,
     or more new raw rows than `few_new_rows` since the last tested build, keeps every core."""
-    from orchestration.assets.dbt import dbt_project
-    from orchestration.dbt_runner import invoke_dbt
-
     def threads_set(*args: str) -> list[str]:
         messages: list[str] = []
-        result = invoke_dbt(dbt_project, list(args), Settings().state_dir / "dbt_target",
-                            callbacks=[lambda event: messages.append(event.info.msg)])
+        result = run_dbt(*args, callbacks=[lambda event: messages.append(event.info.msg)])
         assert result.success, result.exception
         return [m for m in messages if m.startswith("duckdb_threads=")]
 

@@ -10,7 +10,7 @@
    Everything else (first build, full refresh, a view to replace, microbatch, MotherDuck, Python
    models) is dbt-duckdb's materialization, called as is. Skipped on this path:
    `expand_target_column_types`, which only widens sized string columns (DuckDB's VARCHAR has no
-   size; any other type change fails above); the temporary table is left to the connection, as
+   size; any type change is a difference, decided as above); the temporary table is left to the connection, as
    dbt-duckdb does. #}
 {% materialization incremental, adapter='duckdb', supported_languages=['sql', 'python'] -%}
   {%- set existing_relation = load_cached_relation(this) -%}
