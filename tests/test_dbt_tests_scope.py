@@ -14,7 +14,7 @@ from engage.snapshots import discard_marts
 
 CUT = "2025-02-03 00:00:00"  # file 1: the events before, file 2: those from then on (other hours)
 HOURLY_GRAIN = "grain_user_engagement_hourly"
-SESSIONS_UNIQUE = "unique_int_sessions_session_id"
+SESSIONS_UNIQUE = "unique_keys_int_sessions_session_id"
 TOTALS = "assert_event_marts_match_raw_totals"
 SESSION_TOTALS = "assert_session_marts_match_raw_sessions"
 BUGS_FOUND = {HOURLY_GRAIN, SESSIONS_UNIQUE, TOTALS, SESSION_TOTALS}
@@ -156,3 +156,43 @@ def test_a_publish_makes_the_marts_file_the_snapshot_and_the_next_build_starts_f
     engage_home.marts_path.unlink()
     assert restore_marts(engage_home)["tested_through"] is None
     assert recorded_batch(engage_home) is None
+
+
+def test_unique_keys_names_each_null_or_repeated_key_and_the_tested_batch_is_read_once(engage_home):
+    """unique_keys (tests/generic/unique_keys.sql) fails on a NULL key and on a repeated one, a
+    failing row each, naming its column and problem. A build reads the tested-through batch once
+    (macros/tested_scope.sql), not once per test."""
+    from orchestration.assets.dbt import dbt_target
+
+    write_ndjson(engage_home.landing / "events.ndjson", edge_case_events(seed=7, n_events=600))
+    load_pending(engage_home)
+    statuses = dbt("build")
+    assert not failed(statuses)
+    write_ndjson(engage_home.landing / "more.ndjson", edge_case_events(seed=8, n_events=300))
+    load_pending(engage_home)
+    statuses = dbt("build")  # incremental: its tests read the tested-through batch
+    assert not failed(statuses)
+    build_log = (dbt_target(engage_home) / "logs" / "dbt.log").read_text().rsplit("Running with dbt", 1)[1]
+    reads = build_log.count("select coalesce(max(batch_id), 0) from")
+    tests = sum(1 for name in statuses if name.startswith(("unique_keys_", "grain_", "assert_", "not_null_")))
+    # the on-run-start hook's threshold query, then once (twice if two threads ask at the same moment)
+    assert reads <= 3 < tests
+
+    con = connect_warehouse(engage_home)
+    try:
+        con.execute("INSERT INTO intermediate.int_user_keys (user_id, user_key, first_batch_id) "
+                    "SELECT NULL, max(user_key) + 1, 1 FROM intermediate.int_user_keys")
+        con.execute("INSERT INTO intermediate.int_user_keys (user_id, user_key, first_batch_id) "
+                    "SELECT min(user_id), max(user_key) + 1, 1 FROM intermediate.int_user_keys")
+    finally:
+        con.close()
+    statuses = dbt("test", "--select", "int_user_keys", "--store-failures")
+    assert failed(statuses) == {"unique_keys_int_user_keys_user_id__user_key"}
+    con = connect_warehouse(engage_home)
+    try:
+        (schema, table), = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                                       "WHERE table_name LIKE 'unique_keys_int_user_keys%'").fetchall()
+        rows = con.execute(f'SELECT key_column, problem FROM "{schema}"."{table}" ORDER BY ALL').fetchall()
+    finally:
+        con.close()
+    assert rows == [("user_id", "NULL in 1 row(s)"), ("user_id", "occurs 2 times")]
