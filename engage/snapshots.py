@@ -131,8 +131,11 @@ def new_snapshot_id() -> str:
     return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond:06d}Z"
 
 
-def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings, prune_old: bool = True) -> dict:
     """Make the marts file that dbt built the new snapshot and make it current. Returns its metadata.
+    `prune_old=False` leaves removing the snapshots beyond `snapshots_keep` to the spare run worker
+    that follows the run (orchestration/run_worker.py, MartsKeeper): unlinking a 440 MB file takes
+    ~0.1 s, which a refresh then does not wait for.
 
     dbt writes the marts into their own DuckDB file (settings.marts_path), in the row order the API
     reads; the snapshot is that very file, sealed and renamed: publishing writes no copy of the marts
@@ -155,7 +158,7 @@ def publish(warehouse: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
         settings.snapshots_dir / CURRENT_FILE,
         json.dumps({"snapshot_id": snapshot_id, "file": final.name}),
     )
-    removed = prune(settings)
+    removed = prune(settings) if prune_old else 0
     info = {
         "snapshot_id": snapshot_id,
         "path": str(final),
@@ -305,18 +308,22 @@ def _validate_written(path: Path, snapshot_id: str, rows: dict[str, int]) -> Non
         raise SnapshotProblem(f"the new snapshot failed validation and was not published: {exc}") from exc
 
 
-def prune(settings: Settings) -> int:
-    """Remove all but the newest ``snapshots_keep`` snapshot files (never the current one)."""
+def snapshots_to_prune(settings: Settings) -> list[Path]:
+    """The snapshot files beyond the newest ``snapshots_keep`` (never the current one)."""
     current = current_snapshot(settings)
     files = sorted(settings.snapshots_dir.glob("*.duckdb"))
     keep = set(files[-settings.snapshots_keep :])
     if current:
         keep.add(current.path)
+    return [f for f in files if f not in keep]
+
+
+def prune(settings: Settings) -> int:
+    """Remove all but the newest ``snapshots_keep`` snapshot files (never the current one)."""
     removed = 0
-    for f in files:
-        if f not in keep:
-            f.unlink(missing_ok=True)
-            removed += 1
+    for f in snapshots_to_prune(settings):
+        f.unlink(missing_ok=True)
+        removed += 1
     for stale in settings.snapshots_dir.glob(".*.duckdb.tmp"):
         # The temporary copy of a publish that crashed (before 2026-11-29 publishing copied the
         # marts file here); it was never current.

@@ -25,6 +25,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFINITIONS_MODULE = "orchestration.definitions"
 # The pid of the run worker that took the previous run (set by the launcher): get ready after it.
 AFTER_PID_ENV = "ENGAGE_SPARE_AFTER_PID"
+# Set by a spare to the run it took: the launcher starts the next spare after it, which removes the
+# snapshots beyond snapshots_keep (MartsKeeper), so that run's publish need not.
+WARM_RUN_ENV = "ENGAGE_WARM_RUN_ID"
 
 
 def _project_files() -> list[Path]:
@@ -121,10 +124,12 @@ def _get_ready_at_low_priority() -> list[Path]:
 
 class MartsKeeper:
     """While the spare waits for its run: once a publish has made the marts file a snapshot, copy it
-    back for the next build (engage.snapshots.restore_marts), at the lowest CPU priority, so that
-    the run does not pay for the copy (0.2-0.5 s at 10 M events) and the data engineers' dbt finds
-    its marts. Looks twice a second; takes the refresh lock only if it is free (a run that holds it
-    restores the marts itself, when its build starts)."""
+    back for the next build (engage.snapshots.restore_marts), and remove the snapshots beyond
+    `snapshots_keep` that a run in a warm worker left (orchestration/assets/publish.py), at the
+    lowest CPU priority, so that the run does not pay for the copy (0.2-0.5 s at 10 M events) nor
+    for the removal (~0.1 s), and the data engineers' dbt finds its marts. Looks twice a second;
+    takes the refresh lock only if it is free (a run that holds it restores the marts itself, when
+    its build starts)."""
 
     INTERVAL_SECONDS = 0.5
 
@@ -144,19 +149,23 @@ class MartsKeeper:
 
     def _run(self) -> None:
         from engage.locking import LockTimeout, refresh_lock
-        from engage.snapshots import current_snapshot, restore_marts_quietly
+        from engage.snapshots import current_snapshot, prune, restore_marts_quietly, snapshots_to_prune
         from orchestration.resources import build_engage_resource
 
         _lowest_priority()
         settings = build_engage_resource().settings()
         while not self._stop.wait(self.INTERVAL_SECONDS):
-            if settings.marts_path.exists() or current_snapshot(settings) is None:
+            restore = not settings.marts_path.exists() and current_snapshot(settings) is not None
+            if not restore and not snapshots_to_prune(settings):
                 continue
             try:
                 with refresh_lock(settings.refresh_lock_path, timeout_seconds=0, holder="spare run worker"):
-                    restored = restore_marts_quietly(settings)
+                    restored = restore_marts_quietly(settings) if restore else None
+                    removed = prune(settings)
                 if restored:
                     log_event(logger, "marts_restored_ahead", **restored)
+                if removed:
+                    log_event(logger, "snapshots_pruned_ahead", removed=removed, kept=settings.snapshots_keep)
             except LockTimeout:
                 continue
 
@@ -240,6 +249,7 @@ def worker_main() -> int:
             if reason is not None:
                 return 0
             # From here on this is a run worker: its output goes where the launcher's stderr goes.
+            os.environ[WARM_RUN_ENV] = request["run_id"]
             sys.stdout.flush()
             os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
             return _execute_run_command_body(request["run_id"], instance, lambda event: None,

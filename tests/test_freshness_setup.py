@@ -230,13 +230,15 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
     """The real Dagster daemon and code server, the landing sensor, three refreshes: the first in a new
     process (no spare worker yet), the second in the warm spare, the third in a new process again
     because the code (here: the dbt manifest) changed after the spare imported it. Each run publishes
-    every event so far; stopping the daemon leaves no process behind."""
+    every event so far; stopping the daemon leaves no process behind. The warm run leaves removing
+    the older snapshots to the spare after it; the others remove them as they publish."""
     home = tmp_path / "home"
     settings = Settings(home=home)
     settings.ensure_dirs()
     ensure_dagster_home(settings)
     env = {**os.environ, "ENGAGE_HOME": str(home), "DAGSTER_HOME": str(settings.dagster_home),
-           "ENGAGE_SENSOR_INTERVAL_SECONDS": "1", "ENGAGE_ADMIN_TOKEN": "warm-test-token"}
+           "ENGAGE_SENSOR_INTERVAL_SECONDS": "1", "ENGAGE_ADMIN_TOKEN": "warm-test-token",
+           "ENGAGE_SNAPSHOTS_KEEP": "1"}
     env.pop("DAGSTER_IS_DEV_CLI", None)
     log = (tmp_path / "daemon.log").open("wb")
     daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR, env=env,
@@ -303,4 +305,7 @@ def test_the_daemon_launches_refreshes_in_a_warm_worker_and_a_new_process_after_
     daemon_log = (tmp_path / "daemon.log").read_text()
     assert daemon_log.count("event=spare_waited_for_run") == 1, daemon_log[-3000:]
     assert daemon_log.count("event=marts_restored_ahead") >= 2, daemon_log[-3000:]
+    # Run 2 (warm) left run 1's snapshot to the spare after it; run 3 (a new process) removed run 2's.
+    assert daemon_log.count("event=snapshots_pruned_ahead removed=1") == 1, daemon_log[-3000:]
+    assert sorted(settings.snapshots_dir.glob("*.duckdb")) == [current.path]
     assert not any("event=marts_restored " in m for m in runs[2][2])

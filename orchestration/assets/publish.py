@@ -1,5 +1,6 @@
 """Publishing: the marts become an immutable snapshot that the API reads."""
 
+import os
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
@@ -8,6 +9,7 @@ from engage.loader import connect_warehouse
 from engage.locking import refresh_lock
 from engage.snapshots import MARTS_SCHEMA, PUBLISHED_MARTS, publish
 from orchestration.resources import EngageResource
+from orchestration.run_worker import WARM_RUN_ENV
 
 MART_KEYS = [AssetKey([MARTS_SCHEMA, mart]) for mart in PUBLISHED_MARTS]
 
@@ -20,7 +22,9 @@ def published_snapshot(context: AssetExecutionContext, engage: EngageResource) -
     with refresh_lock(settings.refresh_lock_path, holder=f"run {context.run_id}"):
         con = connect_warehouse(settings)
         try:
-            info = publish(con, settings)
+            # A run in a warm run worker leaves the older snapshots to the spare that the launcher
+            # starts after it (orchestration/run_worker.py): their removal is not part of the refresh.
+            info = publish(con, settings, prune_old=os.environ.get(WARM_RUN_ENV) != context.run_id)
         finally:
             con.close()
     refresh_status.record(settings, context.run_id, "ok", snapshot_id=info["snapshot_id"])
