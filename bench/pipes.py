@@ -286,8 +286,13 @@ class TreeSampler:
     def _run(self) -> None:
         import psutil
 
+        tree, listed = [], 0.0
         while not self._stop.is_set():
-            for q in self.processes():
+            # Listing the tree reads every process of the machine: twice a second is enough to
+            # see a new worker, and keeps this sampler's CPU off the runs it measures.
+            if time.monotonic() - listed >= 0.5:
+                tree, listed = self.processes(), time.monotonic()
+            for q in tree:
                 try:
                     rss, t = q.memory_info().rss, q.cpu_times()
                 except psutil.Error:
@@ -328,50 +333,45 @@ class TreeSampler:
         self._thread.join()
 
 
-def run_ids(dagster_home: Path) -> set[str]:
-    from dagster import DagsterInstance
-
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
-        return {r.run_id for r in instance.get_runs()}
+def run_ids(instance) -> set[str]:
+    return {r.run_id for r in instance.get_runs()}
 
 
-def run_record(dagster_home: Path, job: str, after: set[str], timeout: float = 900):
+def run_record(instance, job: str, after: set[str], timeout: float = 900):
     """The run of `job` not in `after`, once it has finished (polling the instance's storage)."""
-    from dagster import DagsterInstance, RunsFilter
+    from dagster import RunsFilter
 
     deadline = time.monotonic() + timeout
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
-        while time.monotonic() < deadline:
-            recs = [r for r in instance.get_run_records(filters=RunsFilter(job_name=job))
-                    if r.dagster_run.run_id not in after]
-            if recs and recs[0].dagster_run.is_finished:
-                return recs[0].dagster_run
-            time.sleep(0.5)
+    while time.monotonic() < deadline:
+        recs = [r for r in instance.get_run_records(filters=RunsFilter(job_name=job))
+                if r.dagster_run.run_id not in after]
+        if recs and recs[0].dagster_run.is_finished:
+            return recs[0].dagster_run
+        time.sleep(0.5)
     raise SystemExit(f"no finished run of {job} within {timeout:.0f} s")
 
 
-def run_timeline(dagster_home: Path, run_id: str) -> dict:
+def run_timeline(instance, run_id: str) -> dict:
     """From a run's event log: the launch, the run, each step (seconds), and whether it ran warm."""
-    from dagster import DagsterEventType, DagsterInstance
+    from dagster import DagsterEventType
 
     marks: dict[str, float] = {}
     steps: dict[str, dict[str, float]] = {}
     warm = None
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
-        for entry in instance.all_logs(run_id):
-            ev = entry.dagster_event
-            if ev is None:
-                continue
-            kind = ev.event_type
-            if kind in (DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
-                        DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE):
-                marks.setdefault(kind.name, entry.timestamp)  # .value: the older PIPELINE_* names
-            elif kind == DagsterEventType.STEP_START:
-                steps.setdefault(ev.step_key, {})["start"] = entry.timestamp
-            elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-                steps.setdefault(ev.step_key, {})["end"] = entry.timestamp
-            elif kind == DagsterEventType.ENGINE_EVENT and "Launched in" in (ev.message or ""):
-                warm = "warm run worker" in ev.message
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None:
+            continue
+        kind = ev.event_type
+        if kind in (DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
+                    DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE):
+            marks.setdefault(kind.name, entry.timestamp)  # .value: the older PIPELINE_* names
+        elif kind == DagsterEventType.STEP_START:
+            steps.setdefault(ev.step_key, {})["start"] = entry.timestamp
+        elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            steps.setdefault(ev.step_key, {})["end"] = entry.timestamp
+        elif kind == DagsterEventType.ENGINE_EVENT and "Launched in" in (ev.message or ""):
+            warm = "warm run worker" in ev.message
     end = marks.get("RUN_SUCCESS") or marks.get("RUN_FAILURE")
     return {"seconds": end - marks["RUN_STARTING"], "queued": marks["RUN_STARTING"] - marks.get("RUN_ENQUEUED", marks["RUN_STARTING"]),
             "to_running": marks.get("RUN_START", end) - marks["RUN_STARTING"], "warm": warm,
@@ -388,6 +388,8 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
     is timed from Dagster's event log, from its launch (RUN_STARTING) to RUN_SUCCESS; its worker's
     peak RSS and CPU are sampled. Each run starts when the spare worker is ready, as a run does on a
     deployment between refreshes."""
+    from dagster import DagsterInstance
+
     from engage.dagster_home import ensure_dagster_home
     from engage.settings import Settings
 
@@ -399,7 +401,7 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
     ensure_dagster_home(Settings(home=home))
     procs = Processes()
     out: dict[str, Any] = {}
-    sampler = None
+    sampler = instance = None
 
     def launch(job: str) -> None:
         subprocess.run([BIN / "dagster", "job", "launch", "-w", "workspace.yaml", "-j", job],
@@ -408,11 +410,11 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
 
     def timed_run(step: str, job: str) -> dict:
         procs.remember_descendants()
-        run = run_record(dagster_home, job, done)
+        run = run_record(instance, job, done)
         done.add(run.run_id)
         if run.status.value != "SUCCESS":
             raise SystemExit(f"{job} run {run.run_id} ended {run.status.value}; see {logs / 'dagster-deployed.log'}")
-        r = run_timeline(dagster_home, run.run_id)
+        r = run_timeline(instance, run.run_id)
         # the shape of an `engage ingest` record (ingest()): its phases are the run's steps
         r["phases"] = {phase: r["steps"][step] for phase, step in DEPLOYED_PHASES.items() if step in r["steps"]}
         from orchestration.warm_launcher import WORKER_PID_TAG
@@ -434,12 +436,15 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
                                           "-p", str(port)], env, logs / "dagster-deployed.log", cwd=code)
         sampler = TreeSampler(dev.pid)
         wait_http(f"http://127.0.0.1:{port}/server_info", 240, procs)
-        done = run_ids(dagster_home)  # `engage ingest` ran refresh_job in this instance too
+        # One instance for the whole phase: opening one costs ~0.5 s of CPU, which a run timed
+        # meanwhile would share its 2 cores with.
+        instance = DagsterInstance.from_config(str(dagster_home))
+        done = run_ids(instance)  # `engage ingest` ran refresh_job in this instance too
         # `dagster dev` starts the first spare at its first launch: a run that finds none goes cold,
         # so a warm-up run (no new files) gives the timed runs their spares.
         procs.remember_descendants()
         launch("refresh_job")
-        done.add(run_record(dagster_home, "refresh_job", done).run_id)
+        done.add(run_record(instance, "refresh_job", done).run_id)
         # The rebuild first, so that it rebuilds no more events than the refreshes' first one found.
         sampler.spare_ready()
         launch("rebuild_job")
@@ -457,6 +462,8 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
     finally:
         if sampler:
             sampler.stop()
+        if instance:
+            instance.dispose()
         procs.stop()
     return out
 
