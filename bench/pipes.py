@@ -1088,8 +1088,9 @@ def pipeline_section(res: dict) -> list[str]:
     out.append("")
     dep = main.get("deployed")
     out.append(f"Incremental ÷ full rebuild ({main['events']:,} events): `engage ingest` "
-               f"{100 * main['incremental']['seconds'] / main['rebuild']['seconds']:.0f}%"
-               + (f", deployed {100 * dep['incremental']['seconds'] / dep['rebuild']['seconds']:.0f}%" if dep else "")
+               f"{100 * main['incremental']['seconds'] / main['rebuild']['seconds']:.1f}%"
+               + (f", deployed {100 * dep['incremental']['seconds'] / dep['rebuild']['seconds']:.1f}% (the median refresh)"
+                  if dep else "")
                + f". API RSS after the runs: {mib(main['api_rss'])} (peak {mib(main['api_peak_rss'])}).")
     for step, title in (("rebuild", "full rebuild"), ("incremental", "incremental")):
         nodes = main[step].get("dbt", {}).get("nodes", {})
