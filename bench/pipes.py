@@ -458,7 +458,7 @@ def run_deployed(root: Path, home: Path, env: dict[str, str], logs: Path, label:
             refreshes.append(timed_run("incremental", "refresh_job"))
         median = sorted(refreshes, key=lambda r: r["seconds"])[len(refreshes) // 2]
         out["incremental"] = {**median, "runs": [r["seconds"] for r in refreshes],
-                              "peak_rss": max((r["peak_rss"] or 0 for r in refreshes), default=None) or None}
+                              "peak_rss": max(r["peak_rss"] or 0 for r in refreshes) or None}
     finally:
         if sampler:
             sampler.stop()
@@ -1065,7 +1065,7 @@ def pipeline_section(res: dict) -> list[str]:
            "refreshes: `rebuild_job` launched, as its daily schedule does; then, "
            f"{DEPLOYED_REFRESHES} times, 1% new events (a day each, after the `engage ingest` increment) dropped "
            "into the landing folder, the landing sensor launching `refresh_job`: the row is the median refresh "
-           "(one refresh varies by ±0.4 s), the goals table lists all three. The rebuild comes first, so it "
+           "(one refresh varies by ±0.4 s), the goals table lists them all. The rebuild comes first, so it "
            "rebuilds fewer events than any refresh finds. Each run starts once the spare "
            "run worker is ready (imports done, dbt project parsed), as between a deployment's refreshes; a "
            "no-op refresh launched first starts the first spare. *wall*: the run's launch (RUN_STARTING) → "
