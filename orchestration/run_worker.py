@@ -234,6 +234,8 @@ def worker_main() -> int:
     from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts
 
+    from orchestration.pooled_storage import with_pooled_sqlite_storage
+
     reply = sys.stdout
     keeper = MartsKeeper().start()
     print("ready", file=reply, flush=True)
@@ -243,7 +245,8 @@ def worker_main() -> int:
         return 0  # the launcher went away
     request = json.loads(line)
     with capture_interrupts():
-        with DagsterInstance.from_ref(deserialize_value(request["instance_ref"])) as instance:
+        instance_ref = with_pooled_sqlite_storage(deserialize_value(request["instance_ref"]))
+        with DagsterInstance.from_ref(instance_ref) as instance:
             reason = _why_not(instance, request["run_id"], import_started, files)
             print("accepted" if reason is None else f"declined {reason}", file=reply, flush=True)
             if reason is not None:
