@@ -21,16 +21,16 @@ def run_refresh(settings: Settings, job_name: str = "refresh_job"):
 
     settings.ensure_dirs()
     ensure_dagster_home(settings)
-    from dagster import DagsterInstance
-
     from engage.locking import refresh_lock
     from engage.snapshots import restore_marts_quietly
     from orchestration.definitions import defs
+    from orchestration.pooled_storage import open_pooled_instance
 
     job = defs.resolve_job_def(job_name)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with refresh_lock(settings.refresh_lock_path, holder="engage ingest"):
-        result = job.execute_in_process(instance=DagsterInstance.get(), run_config=quiet, raise_on_error=False)
+    with refresh_lock(settings.refresh_lock_path, holder="engage ingest"), \
+            open_pooled_instance(str(settings.dagster_home)) as instance:
+        result = job.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
         restore_marts_quietly(settings)  # for the next build, and dbt run by hand
         return result
 

@@ -12,7 +12,8 @@ still opened and closed per use, as Dagster does: its file watchers (the UI foll
 look for changes to that file, which a kept connection would leave in the -wal file.
 
 The run worker (orchestration/run_worker.py) swaps this in for Dagster's default SQLite storage in the
-instance reference it gets; any other storage (Postgres, a custom one) is used as configured.
+instance reference it gets, and `engage ingest` in its own instance; any other storage (Postgres, a
+custom one) is used as configured.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dagster import DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
@@ -120,3 +122,9 @@ def with_pooled_sqlite_storage(ref: InstanceRef) -> InstanceRef:
         return ref
     pooled = ConfigurableClassData(__name__, PooledSqliteStorage.__name__, data.config_yaml)
     return ref._replace(storage_data=pooled)
+
+
+def open_pooled_instance(dagster_home: str) -> DagsterInstance:
+    """The Dagster instance of `dagster_home` (its dagster.yaml), with PooledSqliteStorage in place of
+    Dagster's default SQLite storage."""
+    return DagsterInstance.from_ref(with_pooled_sqlite_storage(InstanceRef.from_dir(dagster_home)))

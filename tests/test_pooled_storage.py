@@ -24,7 +24,7 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from orchestration.pooled_storage import PooledSqliteEventLogStorage, with_pooled_sqlite_storage
+from orchestration.pooled_storage import PooledSqliteEventLogStorage, open_pooled_instance, with_pooled_sqlite_storage
 
 ASSETS = [f"model_{i}" for i in range(8)]
 
@@ -42,7 +42,7 @@ defs = Definitions(assets=[chain_of_models], jobs=[chain_job])
 
 def pooled_instance(dagster_home) -> DagsterInstance:
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return DagsterInstance.from_ref(with_pooled_sqlite_storage(InstanceRef.from_dir(str(dagster_home))))
+    return open_pooled_instance(str(dagster_home))
 
 
 @pytest.fixture
