@@ -18,6 +18,7 @@ custom one) is used as configured.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,22 +43,26 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: dict[str, Engine] = {}
+        self._engines_lock = threading.Lock()  # has_table runs outside _connect's lock
         super().__init__(base_dir, inst_data)
 
     def _engine(self, shard: str) -> Engine:
-        engine = self._engines.get(shard)
-        if engine is None:
-            if shard == INDEX_SHARD_NAME:
-                # One connection, returned to the pool (rolled back) after each use: it holds no lock
-                # or snapshot between uses, so other processes read and write the index as before.
-                engine = create_engine(self.conn_string_for_shard(shard), poolclass=QueuePool,
-                                       pool_size=1, max_overflow=2,
-                                       connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                                                     "check_same_thread": False})
-            else:
-                engine = create_engine(self.conn_string_for_shard(shard), poolclass=NullPool,
-                                       connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-            self._engines[shard] = engine
+        with self._engines_lock:
+            return self._engines.get(shard) or self._create_engine(shard)
+
+    def _create_engine(self, shard: str) -> Engine:
+        if shard == INDEX_SHARD_NAME:
+            # One connection, returned to the pool (rolled back) after each use: it holds no lock or
+            # snapshot between uses, so other processes read and write the index as before. Any
+            # further connection at the same time (has_table inside a write) is closed after use.
+            engine = create_engine(self.conn_string_for_shard(shard), poolclass=QueuePool,
+                                   pool_size=1, max_overflow=-1,
+                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                 "check_same_thread": False})
+        else:
+            engine = create_engine(self.conn_string_for_shard(shard), poolclass=NullPool,
+                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        self._engines[shard] = engine
         return engine
 
     @contextmanager
@@ -83,7 +88,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         return table_name in tables
 
     def _dispose_engines(self) -> None:
-        with self._db_lock:
+        with self._engines_lock:
             engines, self._engines = self._engines, {}
         for engine in engines.values():
             engine.dispose()
