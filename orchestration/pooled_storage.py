@@ -46,6 +46,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: dict[str, Engine] = {}
         self._engines_lock = threading.Lock()  # has_table runs outside _connect's lock
+        self._tables_seen: set[str] = set()  # of the index: a table, once there, stays
         super().__init__(base_dir, inst_data)
 
     def _engine(self, shard: str) -> Engine:
@@ -57,14 +58,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             # One connection, returned to the pool (rolled back) after each use: it holds no lock or
             # snapshot between uses, so other processes read and write the index as before. Any
             # further connection at the same time (has_table inside a write) is closed after use.
-            engine = create_engine(self.conn_string_for_shard(shard), poolclass=QueuePool,
-                                   pool_size=1, max_overflow=-1,
-                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                                                 "check_same_thread": False})
+            pool = {"poolclass": QueuePool, "pool_size": 1, "max_overflow": -1}
+            connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
         else:
-            engine = create_engine(self.conn_string_for_shard(shard), poolclass=NullPool,
-                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-        self._engines[shard] = engine
+            pool = {"poolclass": NullPool}
+            connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        engine = self._engines[shard] = create_engine(self.conn_string_for_shard(shard), **pool,
+                                                      connect_args=connect_args)
         return engine
 
     @contextmanager
@@ -80,14 +80,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                     yield conn
 
     def has_table(self, table_name: str) -> bool:
-        # Dagster's asks a new engine on every asset event; a table, once there, stays.
-        tables = self.__dict__.setdefault("_tables_seen", set())
-        if table_name not in tables:
+        # Dagster's asks a new engine on every asset event.
+        if table_name not in self._tables_seen:
             engine = self._engine(INDEX_SHARD_NAME)
             with engine.connect() as conn:
                 if engine.dialect.has_table(conn, table_name):
-                    tables.add(table_name)
-        return table_name in tables
+                    self._tables_seen.add(table_name)
+        return table_name in self._tables_seen
 
     def _dispose_engines(self) -> None:
         with self._engines_lock:

@@ -90,7 +90,7 @@ def test_runs_read_the_same_to_dagster_and_share_one_connection_to_the_index(tmp
         for run_id in (run.run_id, plain_run.run_id):
             records = plain.get_records_for_run(run_id).records
             assert sum(r.event_log_entry.dagster_event_type == "ASSET_MATERIALIZATION" for r in records) == len(ASSETS)
-        for i, name in enumerate(ASSETS):
+        for name in ASSETS:
             latest = plain.get_latest_materialization_event(AssetKey(name))
             assert latest.run_id == plain_run.run_id
             assert latest.asset_materialization.metadata["rows"].value == len(name)
