@@ -76,6 +76,13 @@ class _BySelector:
     def selectors(self) -> list[tuple]:
         return list(self._slices)
 
+    def first_and_last(self, key: tuple) -> tuple[datetime, datetime] | None:
+        """(first, last) bucket start of selector ``key``'s rows; None when it has none."""
+        bounds = self._slices.get(key)
+        if bounds is None or bounds[0] == bounds[1]:
+            return None
+        return self._period_start[bounds[0]].item(), self._period_start[bounds[1] - 1].item()
+
     def _range(self, key: tuple, lo: datetime, hi: datetime) -> tuple[int, int]:
         """[i, j): the rows of selector ``key`` with lo <= period_start <= hi."""
         bounds = self._slices.get(key)
@@ -98,7 +105,7 @@ class CubeIndex(_BySelector):
     def load(cls, cur: duckdb.DuckDBPyConnection, spec: CubeSpec) -> "CubeIndex":
         data = cur.execute(f"SELECT period_start, {', '.join(spec.labels + spec.measures)} FROM {spec.table} "
                            f"ORDER BY {', '.join(spec.selector)}, period_start").fetchnumpy()
-        columns = [_objects(data[c]) for c in spec.labels] + [np.asarray(data[c]) for c in spec.measures]
+        columns = [object_column(data[c]) for c in spec.labels] + [np.asarray(data[c]) for c in spec.measures]
         return cls(cls._slices_of(cur, spec), np.asarray(data["period_start"]), columns)
 
     def rows(self, key: tuple, lo: datetime, hi: datetime) -> list[tuple]:
@@ -148,7 +155,7 @@ class DaySums(_BySelector):
         return [(*names[c], *(s[k] for s in sums)) for k, c in enumerate(codes.tolist())], j - i
 
 
-def _objects(column: np.ndarray) -> np.ndarray:
+def object_column(column: np.ndarray) -> np.ndarray:
     """A text column as an object array, NULL as None (fetchnumpy masks NULLs)."""
     if isinstance(column, np.ma.MaskedArray):
         out = column.data.astype(object)
@@ -181,4 +188,4 @@ def _load(cur: duckdb.DuckDBPyConnection, spec: CubeSpec, kind: type) -> CubeInd
 
 
 __all__ = ["ACTIVITY", "ENGAGEMENT", "EVENT_DAY_SUMS", "GEO", "GEO_DAY_SUMS", "SESSIONS", "CubeIndex", "CubeSpec",
-           "DaySums", "cube_index", "day_sums"]
+           "DaySums", "cube_index", "day_sums", "object_column"]

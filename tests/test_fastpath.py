@@ -95,6 +95,19 @@ def test_split_window_covers_each_hour_once():
                 hours += [w + dt.timedelta(hours=i) for i in range(int((nxt - w).total_seconds() // 3600))]
             want = [a + dt.timedelta(hours=i) for i in range(int((b - a).total_seconds() // 3600) + 1)]
             assert sorted(hours) == want, (tb, a, b)
+            # with the data's first and last hour known, a bucket whose hours outside the window hold
+            # no data counts as whole: the hours with data are still covered exactly once
+            first = a + dt.timedelta(hours=rng.randrange(-24 * 40, 24 * 40))
+            last = first + dt.timedelta(hours=rng.randrange(24 * 100))
+            whole, parts = split_window(tb, a, b, (first, last))
+            hours = []
+            for lo, hi in parts:
+                hours += [lo + dt.timedelta(hours=i) for i in range(int((hi - lo).total_seconds() // 3600) + 1)]
+            for w in whole:
+                nxt = buckets(tb, w, w + dt.timedelta(days=31))[1]
+                hours += [w + dt.timedelta(hours=i) for i in range(int((nxt - w).total_seconds() // 3600))]
+            assert sorted(h for h in hours if first <= h <= last) == [h for h in want if first <= h <= last], \
+                (tb, a, b, first, last)
 
 
 def test_fast_paths_equal_the_reference(many_users):
@@ -106,6 +119,8 @@ def test_fast_paths_equal_the_reference(many_users):
         (D(2024, 11, 3, 5, 30), D(2025, 2, 10, 17, 5)),  # partial edges
         (D(2024, 12, 1), D(2024, 12, 31, 23)),  # a month but its last hour
         (D(2025, 2, 3, 7), D(2025, 2, 3, 7, 59)),  # one hour
+        (D(2024, 10, 20, 5, 30), D(2025, 4, 2, 3, 10)),  # from before the data to after it: edge buckets whole
+        (D(2025, 1, 20, 9), D(2025, 6, 1)),  # to after the data
     ]
     filters = [{}, {"platform": ["web"]}, {"country": ["US"]}, {"event_type": ["click"]}, {"device": ["mobile"]},
                {"platform": [""]}, {"country": [""]}, {"platform": ["ios", "android"]},
@@ -197,6 +212,10 @@ def test_ranking_fast_path_equals_the_reference(many_users):
         (D(2024, 12, 30), D(2025, 1, 5, 23, 59, 59)),  # an ISO week across a year's end
         (D(2025, 3, 1), D(2025, 3, 31, 23)),  # a month with a day of late events only
         (D(2024, 8, 5), D(2024, 8, 11, 23, 59, 59)),  # a week before the data
+        # reaching past the data at an hour inside a day: cut at the data's days (span counts)
+        (D(2024, 10, 3, 7, 15), D(2025, 1, 10, 23, 59, 59)),
+        (D(2025, 1, 20), D(2025, 4, 2, 5, 30)),
+        (D(2025, 2, 20, 13), D(2025, 5, 1, 4)),  # and an hour inside a day with data: not whole days
     ]
     geo_filters = [{}, {"event_type": ["page_view"]}, {"platform": ["ios"]}, {"device": ["tablet"]},
                    {"country": ["US"]}, {"country": ["DE", "FR", ""]}, {"country": ["JP"], "platform": ["web"]},
@@ -243,6 +262,17 @@ def test_fast_paths_do_not_fall_back(many_users):
             (fastpath.ranking(general, lambda q: ("event_type",)), PipeQuery("event_metrics", *most)),
             (fastpath.ranking(general, lambda q: ("event_type",)),
              PipeQuery("event_metrics", *most, filters={"country": ["US"]})),
+            # a window reaching past the data, at hours inside days: the cube for its edge buckets,
+            # the span counts (cut at the data's days) for the rankings
+            (fastpath.engagement(general), PipeQuery("user_engagement_time_series", D(2024, 10, 20, 5, 30),
+                                                     D(2025, 4, 2, 3, 10), time_bucket="month")),
+            (fastpath.active_users(general), PipeQuery("active_users", D(2024, 10, 20, 5, 30), D(2025, 4, 2, 3, 10),
+                                                       time_bucket="month", segment_by_platform=True)),
+            (fastpath.ranking(general, lambda q: GROUP_BY[q.group_by]),
+             PipeQuery("geographic_distribution", D(2024, 10, 3, 7, 15), D(2025, 1, 10, 23, 59, 59),
+                       group_by="city", filters={"event_type": ["click"]})),
+            (fastpath.ranking(general, lambda q: ("event_type",)),
+             PipeQuery("event_metrics", D(2025, 1, 20), D(2025, 4, 2, 5, 30), filters={"device": ["mobile"]})),
             # the event-type masks: hours at the edges, several filters
             (fastpath.masked_ranking(general, lambda q: ("event_type",)),
              PipeQuery("event_metrics", D(2024, 12, 1, 5), D(2025, 1, 20, 17, 59, 59),
