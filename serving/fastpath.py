@@ -297,8 +297,7 @@ class SpanCounts:
         self._by_first, self._by_last = by_first, by_last  # [key, day]: spans with first/last day <= day
 
     @classmethod
-    def load(cls, cur, marts: "_RankingMarts", where: str, params: list, keys: tuple[str, ...],
-             days: tuple[datetime, datetime]) -> "SpanCounts":
+    def load(cls, cur, marts: "_RankingMarts", where: str, params: list, keys: tuple[str, ...]) -> "SpanCounts":
         klist = ", ".join(keys)
         got = cur.execute(f"""
 WITH spans AS (SELECT {klist}, first_day, last_day FROM {marts.spans} WHERE {where}),
@@ -307,17 +306,20 @@ by_day AS (
     UNION ALL
     SELECT {klist}, 1 AS edge, last_day AS day, count(*) AS n FROM spans GROUP BY ALL
 )
-SELECT dense_rank() OVER (ORDER BY {klist}) - 1 AS code, {klist}, edge, date_diff('day', ?, day) AS d, n
-FROM by_day""", [*params, days[0]]).fetchnumpy()
+SELECT dense_rank() OVER (ORDER BY {klist}) - 1 AS code, {klist}, edge,
+       date_diff('day', (SELECT min(first_day) FROM spans), day) AS d, n, (SELECT min(first_day) FROM spans) AS first
+FROM by_day""", params).fetchnumpy()
         code = np.asarray(got["code"], dtype=np.int64)
+        if not len(code):
+            return cls([], datetime.min, np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64))
         _, at = np.unique(code, return_index=True)  # a row of each key, in code order
         names = [object_column(got[c]) for c in keys]
         key_list = [tuple(n[i] for n in names) for i in at.tolist()]
-        counts = np.zeros((2, len(key_list), (days[1] - days[0]).days + 1), dtype=np.int64)
-        np.add.at(counts, (np.asarray(got["edge"], dtype=np.int64), code, np.asarray(got["d"], dtype=np.int64)),
-                  np.asarray(got["n"], dtype=np.int64))
+        day = np.asarray(got["d"], dtype=np.int64)
+        counts = np.zeros((2, len(key_list), int(day.max()) + 1), dtype=np.int64)
+        np.add.at(counts, (np.asarray(got["edge"], dtype=np.int64), code, day), np.asarray(got["n"], dtype=np.int64))
         counts = counts.cumsum(axis=2)
-        return cls(key_list, days[0], counts[0], counts[1])
+        return cls(key_list, got["first"][0].item(), counts[0], counts[1])
 
     def meeting(self, a: datetime, b: datetime) -> dict[tuple, int]:
         """{key: spans that meet the days a..b}."""
@@ -329,10 +331,8 @@ FROM by_day""", [*params, days[0]]).fetchnumpy()
         return dict(zip(self.keys, n.tolist()))
 
 
-def _span_counts(cur, marts: "_RankingMarts", where: str, params: list, keys: tuple[str, ...],
-                 days: tuple[datetime, datetime]) -> SpanCounts:
-    return snapshot_fact(("span_counts", marts.spans, *params, keys),
-                         lambda: SpanCounts.load(cur, marts, where, params, keys, days))
+def _span_counts(cur, marts: "_RankingMarts", where: str, params: list, keys: tuple[str, ...]) -> SpanCounts:
+    return snapshot_fact(("span_counts", marts.spans, *params, keys), lambda: SpanCounts.load(cur, marts, where, params, keys))
 
 
 def _covers_most(days: tuple[datetime, datetime] | None, a: datetime, b: datetime) -> bool:
@@ -420,7 +420,7 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
         span_params = [f[0], f[1], *([q.group_by] if marts.levelled else [])]
         if not undecided_possible:  # every span that meets the window is active in it
             try:
-                counts = _span_counts(cur, marts, span_where, span_params, keys, days)
+                counts = _span_counts(cur, marts, span_where, span_params, keys)
             except (duckdb.CatalogException, duckdb.BinderException):  # published before the spans (or their levels)
                 return general(cur, q, pipe)
             sums, n = window_sums

@@ -110,6 +110,33 @@ def test_split_window_covers_each_hour_once():
                 (tb, a, b, first, last)
 
 
+def test_span_counts_count_the_spans_meeting_a_window():
+    """SpanCounts (spans counted by first and by last day per key) against counting the spans."""
+    from serving.fastpath import _RANKING, SpanCounts
+
+    rng = random.Random(4)
+    spans = []
+    for user in range(400):
+        for key in rng.sample(["click", "view", "buy", ""], rng.randint(1, 3)):
+            first = D(2024, 3, 1) + dt.timedelta(days=rng.randrange(90))
+            spans.append(("", "", key, user, first, first + dt.timedelta(days=rng.choice([0, 0, 1, rng.randrange(60)]))))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE event_user_spans (filter_dim VARCHAR, filter_value VARCHAR, event_type VARCHAR, "
+                "user_key BIGINT, first_day TIMESTAMP, last_day TIMESTAMP)")
+    con.executemany("INSERT INTO event_user_spans VALUES (?, ?, ?, ?, ?, ?)",
+                    spans + [("platform", "web", "click", 1, D(2024, 1, 1), D(2024, 1, 1))])  # another filter's span
+    counts = SpanCounts.load(con, _RANKING["event_metrics"], "filter_dim = ? AND filter_value = ?", ["", ""],
+                             ("event_type",))
+    for _ in range(300):
+        a = D(2024, 2, 15) + dt.timedelta(days=rng.randrange(170))
+        b = a + dt.timedelta(days=rng.randrange(100))
+        want: dict = {}
+        for _, _, key, _, first, last in spans:
+            if first <= b and last >= a:
+                want[(key,)] = want.get((key,), 0) + 1
+        assert {k: n for k, n in counts.meeting(a, b).items() if n} == want, (a, b)
+
+
 def test_fast_paths_equal_the_reference(many_users):
     client, oracle, _ = many_users
     lo, hi = END - dt.timedelta(days=120), END + dt.timedelta(days=1) - dt.timedelta(seconds=1)
