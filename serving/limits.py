@@ -130,7 +130,7 @@ class ConcurrencyGate:
     async def __aenter__(self) -> None:
         if self.limit <= 0:
             return
-        if self.in_flight < self.limit:  # the common case, without the waiting machinery
+        if self.in_flight < self.limit and not self._waiters:  # the common case, without the waiting machinery
             self.in_flight += 1
             return
         if not await self._acquire():
@@ -147,39 +147,33 @@ class ConcurrencyGate:
             self._release()
 
     async def _acquire(self) -> bool:
+        """Wait in line for a slot: a finishing request hands its slot to the first waiter (first
+        come, first served: a newcomer never overtakes the line). False after ``wait_seconds``."""
+        if self.wait_seconds <= 0:
+            return False
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait_seconds
-        while True:
-            if self.in_flight < self.limit:
-                self.in_flight += 1
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                pass
-            except BaseException:  # cancelled: pass a wake-up we received on to the next waiter
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_next()
-                raise
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+        waiter = loop.create_future()  # result: True when handed a slot, False when out of time
+        self._waiters.append(waiter)
+        timer = loop.call_later(self.wait_seconds, lambda: waiter.done() or waiter.set_result(False))
+        try:
+            got = await waiter
+        except BaseException:  # cancelled (the client went away): a slot handed over meanwhile goes on
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._release()
+            raise
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return got
 
     def _release(self) -> None:
-        self.in_flight -= 1
-        self._wake_next()
-
-    def _wake_next(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)  # the slot passes to it: in_flight unchanged
                 return
+        self.in_flight -= 1
 
     def _log_refusal(self) -> None:
         now = time.monotonic()

@@ -270,6 +270,44 @@ def test_concurrency_gate_waits_briefly_then_refuses():
     assert asyncio.run(scenario()) == 1
 
 
+def test_concurrency_gate_serves_waiters_first_come_first_served():
+    """A freed slot goes to the request that waited longest, never to one arriving just then; a
+    waiter cancelled after being handed a slot passes it on."""
+    async def scenario():
+        gate = ConcurrencyGate("pipe queries", limit=1, wait_seconds=5, setting="ENGAGE_MAX_CONCURRENT_QUERIES")
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def request(name: str, hold: asyncio.Event | None = None):
+            async with gate:
+                order.append(name)
+                if hold:
+                    await hold.wait()
+
+        first = asyncio.create_task(request("first", release))
+        await asyncio.sleep(0)
+        waiters = [asyncio.create_task(request(f"waiter{i}")) for i in range(3)]
+        await asyncio.sleep(0.01)  # all three in line
+        release.set()
+        await asyncio.sleep(0)
+        newcomer = asyncio.create_task(request("newcomer"))  # arrives as the slot frees
+        await asyncio.gather(first, *waiters, newcomer)
+        assert order == ["first", "waiter0", "waiter1", "waiter2", "newcomer"]
+        assert gate.in_flight == 0 and not gate._waiters
+        # handed a slot, then cancelled before running: the slot goes to the next in line
+        await gate.__aenter__()
+        gone, next_one = asyncio.create_task(gate.__aenter__()), asyncio.create_task(request("next"))
+        await asyncio.sleep(0.01)
+        await gate.__aexit__()  # hands the slot to `gone`, cancelled before it resumes
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await asyncio.wait_for(next_one, 1)
+        assert order[-1] == "next" and gate.in_flight == 0 and not gate._waiters
+
+    asyncio.run(scenario())
+
+
 class LiveServer:
     """The app under a real uvicorn server on 127.0.0.1, in a thread of this process."""
 
