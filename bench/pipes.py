@@ -1119,7 +1119,9 @@ def goals(res: dict) -> list[str]:
         out.append(f"| every case ≥ 10× faster than raw chDB (uncached) | worst {cc:.1f}× | {'yes' if cc >= 10 else 'no'} |")
     ok = all(r["equal"] for r in rows)
     out.append(f"| answers exact (equal to the reference) | {sum(r['equal'] for r in rows)}/{len(rows)} cases | {'yes' if ok else 'no'} |")
-    for name, k in (("cases", "load_cases"), ("cases, uncached", "load_cases_uncached"), ("random windows", "load_random")):
+    # The goal is for its cases; the random windows are a stress mix beyond it, reported alike.
+    for name, k in (("cases", "load_cases"), ("cases, uncached", "load_cases_uncached"),
+                    ("random windows: a stress mix beyond the issue's cases", "load_random")):
         t = main.get(k)
         if t:
             clean = t["errors"] == 0  # every request answered: a 429 or an error is not a fast answer
