@@ -12,11 +12,16 @@ whose filters fit those rows is answered as:
 * the partial first/last bucket (a window that starts or ends inside a bucket): the general path
   (serving/pipes.py over the hourly/daily marts), restricted to that part of the window.
 
-The ranking pipes over exactly one calendar day, ISO week or month without filters read the cube
-rows of that bucket (``engagement_cube`` for event_metrics, ``geo_cube`` for the places); over
-other windows of whole days that cover most of the data, the user spans (``ranking`` below).
-Both over the other windows with a whole day, whatever the filters: the event-type masks
-(``masked_ranking`` below).
+A bucket whose hours outside the window hold no data (a window from before the first event or to
+"now") counts as whole: its cube row is exactly the window's part of it.
+
+The ranking pipes first cut a window that reaches past the data at the days holding data
+(``within_data``). Over exactly one calendar day, ISO week or month without filters they read the
+cube rows of that bucket (``engagement_cube`` for event_metrics, ``geo_cube`` for the places); over
+other windows of whole days, the user spans (``ranking`` below): counted in memory
+(``SpanCounts``) when the window starts on the data's first day or ends on its last, read in DuckDB
+when it covers most of the data. Both over the other windows with a whole day, whatever the
+filters: the event-type masks (``masked_ranking`` below).
 
 Distinct counts are never added across buckets or parts: each output bucket is either one cube row
 (the distinct count of exactly that bucket) or computed whole by the general path. Anything else
@@ -385,8 +390,9 @@ def ranking(general: Callable, level_keys: Callable[[PipeQuery], tuple[str, ...]
     (key, user) at the requested level, so users are counted with count(*). A span whose first or
     last active day lies in [A, B] is active in the window; one that does not meet [A, B] is not;
     one that strictly contains [A, B] (undecided) is checked against the daily per-user mart inside
-    the window, in a second statement that runs only when a returned key has such spans (never for
-    a window from the data's first day or to its last)."""
+    the window, in a second statement that runs only when a returned key has such spans. A window
+    from the data's first day or to its last has none: its users per key are the spans that meet
+    it, counted in memory (``SpanCounts``) without a statement."""
 
     def answer(cur, q: PipeQuery, pipe) -> Result:
         marts = _RANKING[pipe.name]
