@@ -80,33 +80,33 @@ def check(client, oracle, q: PipeQuery, cached: bool) -> None:
     assert body["rows_before_limit_at_least"] == reference_rows_before_limit(oracle, q), q
 
 
+def _hours_covered(tb: str, whole: list, parts: list) -> list:
+    """Every hour of the parts and of the whole buckets, once per time it is covered."""
+    hours = []
+    for lo, hi in parts:
+        hours += [lo + dt.timedelta(hours=i) for i in range(int((hi - lo).total_seconds() // 3600) + 1)]
+    reach = {"hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1), "week": dt.timedelta(days=7),
+             "month": dt.timedelta(days=31)}[tb]  # to the next bucket's start (and no further)
+    for w in whole:
+        nxt = buckets(tb, w, w + reach)[1]
+        hours += [w + dt.timedelta(hours=i) for i in range(int((nxt - w).total_seconds() // 3600))]
+    return sorted(hours)
+
+
 def test_split_window_covers_each_hour_once():
     rng = random.Random(3)
     for _ in range(300):
         a = D(2024, 1, 1) + dt.timedelta(hours=rng.randrange(24 * 400))
         b = a + dt.timedelta(hours=rng.randrange(24 * 100))
+        want = [a + dt.timedelta(hours=i) for i in range(int((b - a).total_seconds() // 3600) + 1)]
         for tb in ("hour", "day", "week", "month"):
-            whole, parts = split_window(tb, a, b)
-            hours = []
-            for lo, hi in parts:
-                hours += [lo + dt.timedelta(hours=i) for i in range(int((hi - lo).total_seconds() // 3600) + 1)]
-            for w in whole:
-                nxt = buckets(tb, w, w + dt.timedelta(days=31))[1]
-                hours += [w + dt.timedelta(hours=i) for i in range(int((nxt - w).total_seconds() // 3600))]
-            want = [a + dt.timedelta(hours=i) for i in range(int((b - a).total_seconds() // 3600) + 1)]
-            assert sorted(hours) == want, (tb, a, b)
+            assert _hours_covered(tb, *split_window(tb, a, b)) == want, (tb, a, b)
             # with the data's first and last hour known, a bucket whose hours outside the window hold
             # no data counts as whole: the hours with data are still covered exactly once
             first = a + dt.timedelta(hours=rng.randrange(-24 * 40, 24 * 40))
             last = first + dt.timedelta(hours=rng.randrange(24 * 100))
-            whole, parts = split_window(tb, a, b, (first, last))
-            hours = []
-            for lo, hi in parts:
-                hours += [lo + dt.timedelta(hours=i) for i in range(int((hi - lo).total_seconds() // 3600) + 1)]
-            for w in whole:
-                nxt = buckets(tb, w, w + dt.timedelta(days=31))[1]
-                hours += [w + dt.timedelta(hours=i) for i in range(int((nxt - w).total_seconds() // 3600))]
-            assert sorted(h for h in hours if first <= h <= last) == [h for h in want if first <= h <= last], \
+            covered = _hours_covered(tb, *split_window(tb, a, b, (first, last)))
+            assert [h for h in covered if first <= h <= last] == [h for h in want if first <= h <= last], \
                 (tb, a, b, first, last)
 
 
