@@ -252,25 +252,21 @@ def _window_sums(cur, marts: _RankingMarts, f: tuple[str, str], lo: datetime, hi
     return sums, n
 
 
+def _period_extent(cur, table: str, where: str = "TRUE") -> tuple[datetime, datetime] | None:
+    """(first, last) ``period_start`` of ``table``'s rows passing ``where`` (a snapshot's first and last
+    day or hour with events), None when it has none; computed once per snapshot (serving/snapshots.py,
+    snapshot_fact)."""
+
+    def first_and_last() -> tuple[datetime, datetime] | None:
+        lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {table} WHERE {where}").fetchone()
+        return None if lo is None else (lo, hi)
+
+    return snapshot_fact(("period_extent", table, where), first_and_last)
+
+
 def _data_days(cur, sums: str) -> tuple[datetime, datetime] | None:
-    """(first, last) day with events in the snapshot (from the day sums, no filter), None when empty;
-    computed once per snapshot (serving/snapshots.py, snapshot_fact)."""
-
-    def first_and_last() -> tuple[datetime, datetime] | None:
-        lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {sums} WHERE filter_dim = ''").fetchone()
-        return None if lo is None else (lo, hi)
-
-    return snapshot_fact(("data_days", sums), first_and_last)
-
-
-def _data_hours(cur, hourly: str) -> tuple[datetime, datetime] | None:
-    """(first, last) hour with events in a pipe's hourly mart (once per snapshot), None when empty."""
-
-    def first_and_last() -> tuple[datetime, datetime] | None:
-        lo, hi = cur.execute(f"SELECT min(period_start), max(period_start) FROM {hourly}").fetchone()
-        return None if lo is None else (lo, hi)
-
-    return snapshot_fact(("data_hours", hourly), first_and_last)
+    """(first, last) day with events in the snapshot, from the day sums without a filter."""
+    return _period_extent(cur, sums, "filter_dim = ''")
 
 
 def within_data(cur, q: PipeQuery, pipe) -> PipeQuery:
@@ -278,7 +274,7 @@ def within_data(cur, q: PipeQuery, pipe) -> PipeQuery:
     after its last: "all time", "until now") cut at the days holding data: the same rows, so the
     same answer, and its edges are whole days (the day sums, spans and masks take it)."""
     try:
-        hours = _data_hours(cur, f"{pipe.marts}_hourly")
+        hours = _period_extent(cur, f"{pipe.marts}_hourly")  # the first and last hour with events
     except duckdb.CatalogException:
         return q
     if hours is None or q.h_end < hours[0] or q.h_start > hours[1]:
@@ -310,10 +306,10 @@ by_day AS (
     SELECT {klist}, 0 AS edge, first_day AS day, count(*) AS n FROM spans GROUP BY ALL
     UNION ALL
     SELECT {klist}, 1 AS edge, last_day AS day, count(*) AS n FROM spans GROUP BY ALL
-)
-SELECT dense_rank() OVER (ORDER BY {klist}) - 1 AS code, {klist}, edge,
-       date_diff('day', (SELECT min(first_day) FROM spans), day) AS d, n, (SELECT min(first_day) FROM spans) AS first
-FROM by_day""", params).fetchnumpy()
+),
+start AS (SELECT min(first_day) AS first FROM spans)
+SELECT dense_rank() OVER (ORDER BY {klist}) - 1 AS code, {klist}, edge, date_diff('day', first, day) AS d, n, first
+FROM by_day, start""", params).fetchnumpy()
         code = np.asarray(got["code"], dtype=np.int64)
         if not len(code):
             return cls([], datetime.min, np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64))
